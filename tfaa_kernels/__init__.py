@@ -1,0 +1,18 @@
+"""tfaa_kernels: fused kernels for Temporal First-Adjacent Attention and the temporal 1D conv.
+
+Public ops (shapes and layouts in each docstring and DESIGN.md §1):
+
+- :func:`first_adjacent_attention` ``(q, k, v, num_frames, mode="temporal", scale=None, backend="auto")``
+- :func:`available_backends` ``(device=None)``
+
+``tfaa_kernels.reference`` holds the pure-PyTorch einops reference every backend is tested against.
+"""
+from . import reference
+from .backends import available_backends
+from .backends import load_backends as _load_backends
+from .ops import first_adjacent_attention
+
+_load_backends()
+
+__version__ = "0.1.0"
+__all__ = ["first_adjacent_attention", "available_backends", "reference", "__version__"]

@@ -1,0 +1,138 @@
+"""Backend registry: which implementations exist, which can run on a device, and which "auto" picks.
+
+Every kernel backend registers its entry points here, ``"<op>_fwd"`` and ``"<op>_bwd"`` for each
+op family (``temporal_attention``, ``spatial_attention``, ``temporal_conv1d``)::
+
+    register_impl("temporal_attention_fwd", "triton", fn)
+
+and the custom ops in :mod:`tfaa_kernels.ops` look them up by ``(op, backend)``. The "torch"
+backend is the reference itself (:mod:`tfaa_kernels.reference`) called through plain autograd, so
+it needs no registration.
+
+Backend names: ``"torch"`` (reference, any device), ``"triton"`` (CUDA tensors, or CPU tensors
+when ``TRITON_INTERPRET=1`` was set before import), ``"cuda"`` (the compiled extension in
+``csrc/``, CUDA tensors only). ``"auto"`` resolves per op and device through :data:`AUTO_PREFERENCE`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+BACKENDS = ("torch", "triton", "cuda")
+_CHOICES = ("auto",) + BACKENDS
+
+# Preference order of "auto" per op on CUDA tensors, fastest first, as measured by
+# benchmarks/bench_attention.py and bench_conv.py (see benchmarks/RESULTS.md). The first backend
+# that is available and has an implementation for the op wins; "torch" always closes the list.
+AUTO_PREFERENCE: Dict[str, Tuple[str, ...]] = {
+    "temporal_attention": ("triton", "cuda", "torch"),
+    "spatial_attention": ("triton", "cuda", "torch"),
+    "temporal_conv1d": ("triton", "cuda", "torch"),
+}
+
+_IMPLS: Dict[Tuple[str, str], Callable] = {}
+
+
+def register_impl(op: str, backend: str, fn: Callable) -> Callable:
+    """Register ``fn`` as ``backend``'s implementation of the kernel entry point ``op``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _IMPLS[(op, backend)] = fn
+    return fn
+
+
+def triton_interpret() -> bool:
+    """True when Triton kernels run in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+_LOADED: Dict[str, bool] = {}
+
+
+def load_backends() -> None:
+    """Import the kernel backends' modules once (each registers its impls). Called when
+    tfaa_kernels is imported, so dispatch under torch.compile only reads dicts."""
+    for backend, module in (("triton", "tfaa_kernels.triton"), ("cuda", "tfaa_kernels.cuda")):
+        if backend in _LOADED:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            _LOADED[backend] = False
+        else:
+            _LOADED[backend] = bool(getattr(mod, "AVAILABLE", True))
+
+
+def _load_backend(backend: str) -> bool:
+    return _LOADED.get(backend, False)
+
+
+def get_impl(op: str, backend: str) -> Callable:
+    """The registered implementation of ``op`` for ``backend``; raises if none is registered."""
+    try:
+        return _IMPLS[(op, backend)]
+    except KeyError:
+        raise NotImplementedError(f"backend {backend!r} has no implementation of {op!r}") from None
+
+
+def has_impl(op: str, backend: str) -> bool:
+    """Whether ``backend`` implements the op family ``op`` (its ``"<op>_fwd"`` entry point)."""
+    if backend == "torch":
+        return True
+    return _load_backend(backend) and (f"{op}_fwd", backend) in _IMPLS
+
+
+def backend_runs_on(backend: str, device: torch.device) -> bool:
+    """Whether ``backend`` can run kernels on tensors of ``device``."""
+    device = torch.device(device)
+    if backend == "torch":
+        return True
+    if backend == "triton":
+        if device.type == "cuda":
+            return _load_backend("triton")
+        return device.type == "cpu" and triton_interpret() and _load_backend("triton")
+    if backend == "cuda":
+        return device.type == "cuda" and _load_backend("cuda")
+    return False
+
+
+def available_backends(device: Optional[torch.device | str] = None) -> List[str]:
+    """Backends that can run on ``device`` (default: CUDA if present, else CPU), fastest last.
+
+    >>> available_backends("cpu")
+    ['torch']
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return [b for b in BACKENDS if backend_runs_on(b, torch.device(device))]
+
+
+def resolve_backend(backend: str, op: str, device: torch.device) -> str:
+    """Turn the user's ``backend`` argument into a concrete backend for ``op`` on ``device``.
+
+    Raises ``ValueError`` for unknown names, and for an explicit backend that cannot run on
+    ``device`` or does not implement ``op``.
+    """
+    if not isinstance(backend, str) or backend not in _CHOICES:
+        raise ValueError(f"backend must be one of {_CHOICES}, got {backend!r}")
+    if backend == "auto":
+        if device.type != "cuda":
+            return "torch"
+        for cand in AUTO_PREFERENCE[op]:
+            if backend_runs_on(cand, device) and has_impl(op, cand):
+                return cand
+        return "torch"
+    if not backend_runs_on(backend, device):
+        if backend == "triton":
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors (got device {device.type!r}); CPU tensors are "
+                "allowed only when TRITON_INTERPRET=1 is set before tfaa_kernels is imported")
+        raise ValueError(
+            f"backend={backend!r} cannot run on device {device.type!r} here "
+            f"(available for this device: {available_backends(device)})")
+    if not has_impl(op, backend):
+        raise ValueError(f"backend={backend!r} does not implement {op!r}")
+    return backend
