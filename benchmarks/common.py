@@ -1,0 +1,90 @@
+"""Shared benchmark utilities: timing (do_bench medians on CUDA), environment header, the
+measured copy bandwidth / GEMM rate (the floors' denominators), and RESULTS.md section writing.
+
+Every bench_*.py prints a markdown table last and, with ``--results PATH``, replaces its own
+section of RESULTS.md between ``<!-- NAME -->`` and ``<!-- /NAME -->`` markers.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from typing import Callable, Optional
+
+import torch
+
+
+def median_ms(fn: Callable[[], object], warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median wall time of ``fn`` in ms: triton.testing.do_bench on CUDA; a plain timer on CPU
+    (CPU numbers only prove the code runs: speed claims come from the GPU)."""
+    if torch.cuda.is_available():
+        import triton.testing
+        return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    fn()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[1]
+
+
+def peak_mib(fn: Callable[[], object]) -> Optional[float]:
+    """Peak CUDA memory allocated while running ``fn`` once, above what was allocated before (MiB)."""
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+
+
+def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> Optional[float]:
+    """Device-to-device copy bandwidth in GB/s, counting bytes read plus written."""
+    if not torch.cuda.is_available():
+        return None
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src))
+    return 2 * src.numel() / (ms * 1e-3) / 1e9
+
+
+def gemm_tflops(n: int = 8192, dtype=torch.bfloat16) -> Optional[float]:
+    if not torch.cuda.is_available():
+        return None
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
+    ms = median_ms(lambda: a @ b)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e12
+
+
+def env_line() -> str:
+    import triton
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    return (f"{dev}, torch {torch.__version__}, triton {triton.__version__}, "
+            f"CUDA {torch.version.cuda}, {time.strftime('%Y-%m-%d')}")
+
+
+def markdown_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_section(path: str, name: str, text: str) -> None:
+    """Replace (or append) the ``<!-- name -->`` ... ``<!-- /name -->`` section of ``path``."""
+    block = f"<!-- {name} -->\n{text.rstrip()}\n<!-- /{name} -->"
+    old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    pat = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    new = pat.sub(lambda _: block, old) if pat.search(old) else old.rstrip() + "\n\n" + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(new)
+    os.replace(tmp, path)
+
+
+def fmt(x: Optional[float], digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
