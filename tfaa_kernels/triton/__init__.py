@@ -10,3 +10,4 @@ except ImportError:  # pragma: no cover - triton is a hard dependency on Linux
 else:
     AVAILABLE = True
     from . import temporal_attention  # noqa: F401  (registers impls)
+    from . import spatial_attention  # noqa: F401  (registers impls)
