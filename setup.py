@@ -19,6 +19,7 @@ setup(
         "einops",
         "numpy",
     ],
+    entry_points={"console_scripts": ["tfaa=tfaa.cli:main"]},
     extras_require={
         "triton": ["triton"],
         "test": ["pytest", "pytest-benchmark"],
