@@ -32,10 +32,11 @@ def _reference_lse(q, k, v, num_frames, scale):
 
 # ----------------------------------------------------------------- CPU (Triton interpreter)
 @needs_cpu_triton
-@pytest.mark.parametrize("num_frames,l,h,d", [(1, 21, 2, 16), (2, 33, 1, 40), (3, 18, 2, 8)])
+@pytest.mark.parametrize("num_frames,l,h,d", [(1, 21, 2, 16), (2, 33, 1, 40), (3, 18, 2, 8),
+                                               (2, 9, 1, 80), (1, 7, 1, 160)])
 def test_lse_cpu(num_frames, l, h, d, poison):
     """The saved LSE (natural log, fp32, (B*F, H, L)) against a float64 logsumexp, including the
-    ln 2 of the duplicated first frame of frames 0 and 1."""
+    ln 2 of the duplicated first frame of frames 0 and 1; D = 40/80/160 run as two column chunks."""
     q, k, v = (t.detach() for t in leaf_qkv(2 * num_frames, l, h, d))
     scale = 0.7 * d ** -0.5
     out, lse = torch.ops.tfaa.spatial_attention_fwd(q, k, v, num_frames, scale, "triton")
@@ -53,6 +54,15 @@ def test_ragged_tiles_cpu(num_frames, poison):
     to 64; q/k/v are views of a packed projection."""
     q, k, v, qkv = packed_qkv(num_frames if num_frames > 3 else 2 * num_frames, 37, 1, 40)
     check_against_reference(q, k, v, qkv, num_frames, "spatial", "triton", 1e-5)
+
+
+@needs_cpu_triton
+@pytest.mark.parametrize("d", [72, 160])
+def test_split_head_dims_cpu(d, poison):
+    """Head dims run as two column chunks (72 -> 64+16 with 8 masked, 160 -> 128+32): forward and
+    all gradients, L = 20 over two tiles."""
+    q, k, v = leaf_qkv(3, 20, 1, d)
+    check_against_reference(q, k, v, None, 3, "spatial", "triton", 1e-5)
 
 
 @needs_cpu_triton

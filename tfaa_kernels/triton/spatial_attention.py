@@ -5,7 +5,8 @@ Frame ``f``'s L queries attend to the 2L keys ``concat(k[prev(f)], k[0])`` of it
 head and streams the key/value tiles of frame ``prev(f)`` and then frame 0 straight from q/k/v
 through their strides (views of a packed qkv projection work as they are; nothing is concatenated
 or copied), with an online softmax in fp32 (exp2, ``log2(e)`` folded into the scale). Offsets are
-int64; the head dim is padded to ``BLOCK_D = max(16, next_pow2(D))`` with masked loads.
+int64. The head dim runs as one or two power-of-two column chunks with masked loads
+(:func:`head_split`: 40 -> 32+16, 80 -> 64+16, 160 -> 128+32), not padded to the next power of two.
 
 Duplicate keys. Frames 0 and 1 see frame 0's keys twice. Softmax over a key set repeated twice
 equals softmax over one copy, and the log-sum-exp grows by ``ln 2``; so those frames stream frame 0
@@ -41,29 +42,29 @@ LN2 = 0.6931471805599453
 
 # ----------------------------------------------------------------- configs
 def _fwd_configs():
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) tried on the GPU. 128x64/128x128 tiles with 8 warps
-    are the usual Hopper sweet spot of FA2-style Triton kernels for D <= 128; 64x32 with 2 stages is
-    the fallback that fits shared memory/registers at D = 256 (D = 160 pads to 256)."""
-    shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2),
-              (128, 32, 4, 4), (64, 64, 4, 3), (64, 32, 4, 2)]
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) tried on the GPU. 128x64 and 128x128 query x key
+    tiles with 4-8 warps and 3 stages are the usual Hopper choices of FA2-style Triton kernels for
+    head dims <= 128; 64x64 / 64x32 fit registers and shared memory at D = 160..256 (and are the
+    only ones kept for fp32)."""
+    shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
             for m, n, w, s in shapes]
 
 
 def _bwd_configs():
-    """(BLOCK_HELD, BLOCK_ITER, num_warps, num_stages): the tile a program keeps in registers (keys in
-    the dk/dv part, queries in the dq part) and the tile it streams. A tall held tile and a thin
-    streamed one (128x32, as in the FA2 Triton tutorial) keeps accumulators resident and loads
-    small; 64x32 and 32x32 are fallbacks for D = 256."""
-    shapes = [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 2),
-              (32, 32, 4, 2)]
+    """(BLOCK_HELD, BLOCK_ITER, num_warps, num_stages): the tile a program keeps in registers (keys
+    in the dk/dv part, queries in the dq part) and the tile it streams. A tall held tile and a thin
+    streamed one (128x32, as in the FA2 Triton tutorial) keeps the fp32 accumulators resident and
+    the streamed loads small; 8 warps hold the larger accumulators of D = 80..160; 64x32 is the
+    fallback for D = 256 and fp32."""
+    shapes = [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 2)]
     return [triton.Config({"BLOCK_HELD": m, "BLOCK_ITER": n}, num_warps=w, num_stages=s)
             for m, n, w, s in shapes]
 
 
 def _prune_fp32(configs, named_args, **kwargs):
     """fp32 inputs use exact ("ieee") dots, which run on CUDA cores with fp32 operands in registers:
-    keep only the small tiles for them."""
+    keep only the small tiles (<= 64x64) for them."""
     if named_args.get("DTYPE_KEY", 1) != 0:
         return configs
     small = [c for c in configs if math.prod(v for k, v in c.kwargs.items() if k.startswith("BLOCK")) <= 64 * 64]
@@ -86,16 +87,56 @@ _INTERP_BWD = {"BLOCK_HELD": 16, "BLOCK_ITER": 16}
 
 
 # ----------------------------------------------------------------- shared helpers
+# The head dim is split into two power-of-two column chunks, [0, BLOCK_D0) and
+# [BLOCK_D0, BLOCK_D0 + BLOCK_D1) (the second only if HAS_D1), so SD's D = 40, 80, 160 run as
+# 32+16, 64+16, 128+32 instead of padding to 64, 128, 256: every dot over the head dim is the sum
+# (or pair) of two dots. Columns >= D are masked to zero.
 @triton.jit
-def _tile(base, row0, n_rows, stride_row, D: tl.constexpr, BLOCK_R: tl.constexpr,
-          BLOCK_D: tl.constexpr):
-    """Pointers (int64 offsets) and mask of a [BLOCK_R, BLOCK_D] tile of rows ``row0..`` of one
-    (frame, head) slice whose rows are ``stride_row`` apart and whose D channels are contiguous."""
+def _ptrs(base, row0, n_rows, stride_row, col0, n_cols, BLOCK_R: tl.constexpr,
+          BLOCK_C: tl.constexpr):
+    """Pointers (int64 offsets) and mask of the [BLOCK_R, BLOCK_C] tile at (row0, col0) of one
+    (frame, head) slice whose rows are ``stride_row`` apart and whose channels are contiguous."""
     rows = row0 + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_D)
+    cols = col0 + tl.arange(0, BLOCK_C)
     ptrs = base + rows.to(tl.int64)[:, None] * stride_row + cols[None, :]
-    mask = (rows < n_rows)[:, None] & (cols < D)[None, :]
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     return ptrs, mask
+
+
+@triton.jit
+def _load_split(base, row0, n_rows, stride_row, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr):
+    """The two column chunks [BLOCK_R, BLOCK_D0], [BLOCK_R, BLOCK_D1] of a row tile, zero-padded
+    (the second is a dead zero tile when not HAS_D1)."""
+    p0, m0 = _ptrs(base, row0, n_rows, stride_row, 0, D, BLOCK_R, BLOCK_D0)
+    t0 = tl.load(p0, mask=m0, other=0.0)
+    if HAS_D1:
+        p1, m1 = _ptrs(base, row0, n_rows, stride_row, BLOCK_D0, D, BLOCK_R, BLOCK_D1)
+        t1 = tl.load(p1, mask=m1, other=0.0)
+    else:
+        t1 = tl.zeros([BLOCK_R, BLOCK_D1], dtype=t0.dtype)
+    return t0, t1
+
+
+@triton.jit
+def _store_split(base, row0, n_rows, stride_row, t0, t1, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                 BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr):
+    """Store the two column chunks of a row tile (cast to the destination dtype)."""
+    ty = base.dtype.element_ty
+    p0, m0 = _ptrs(base, row0, n_rows, stride_row, 0, D, BLOCK_R, BLOCK_D0)
+    tl.store(p0, t0.to(ty), mask=m0)
+    if HAS_D1:
+        p1, m1 = _ptrs(base, row0, n_rows, stride_row, BLOCK_D0, D, BLOCK_R, BLOCK_D1)
+        tl.store(p1, t1.to(ty), mask=m1)
+
+
+@triton.jit
+def _dot_nt(a0, a1, b0, b1, HAS_D1: tl.constexpr, PREC: tl.constexpr):
+    """a @ b^T over the head dim (both chunks), fp32: [R, C] from a [R, D] and b [C, D]."""
+    s = tl.dot(a0, tl.trans(b0), input_precision=PREC)
+    if HAS_D1:
+        s = tl.dot(a1, tl.trans(b1), s, input_precision=PREC)
+    return s
 
 
 @triton.jit
@@ -107,25 +148,27 @@ def _row_vec(base, row0, n_rows, other, BLOCK_R: tl.constexpr):
 
 # ----------------------------------------------------------------- forward
 @triton.jit
-def _fwd_stream(acc, m_i, l_i, q, k_base, v_base, sk_l, sv_l, n_keys, qk_scale,
-                D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
-    """Online-softmax update of (acc [M, BLOCK_D], m_i [M], l_i [M]) with the first ``n_keys`` keys
-    of one frame (0 or L). Scores are in log2 units (``qk_scale`` includes log2(e))."""
+def _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_base, v_base, sk_l, sv_l, n_keys, qk_scale,
+                D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D0: tl.constexpr,
+                BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr, PREC: tl.constexpr):
+    """Online-softmax update of (acc0/acc1 [M, BLOCK_D0/1], m_i [M], l_i [M]) with the first
+    ``n_keys`` keys of one frame (0 or L). Scores are in log2 units (``qk_scale`` has log2(e))."""
     for n0 in range(0, n_keys, BLOCK_N):
-        k_ptrs, kv_mask = _tile(k_base, n0, n_keys, sk_l, D, BLOCK_N, BLOCK_D)
-        v_ptrs, _ = _tile(v_base, n0, n_keys, sv_l, D, BLOCK_N, BLOCK_D)
-        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        k0, k1 = _load_split(k_base, n0, n_keys, sk_l, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1)
+        s = _dot_nt(q0, q1, k0, k1, HAS_D1, PREC) * qk_scale
         cols = n0 + tl.arange(0, BLOCK_N)
         s = tl.where((cols < n_keys)[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
+        v0, v1 = _load_split(v_base, n0, n_keys, sv_l, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1)
+        p = p.to(v0.dtype)
+        acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=PREC)
+        if HAS_D1:
+            acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=PREC)
         m_i = m_new
-    return acc, m_i, l_i
+    return acc0, acc1, m_i, l_i
 
 
 @_tunable(_fwd_configs())
@@ -134,8 +177,8 @@ def _spatial_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
     sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h, so_n, so_l, so_h,
     L, H, F, scale, DTYPE_KEY,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # program -> (row n = b*F + f, head h, query block); query blocks of one (n, h) are adjacent so
     # they share the K/V tiles in L2.
@@ -149,24 +192,25 @@ def _spatial_fwd_kernel(
     first = n - f
     prev = first + tl.maximum(f - 1, 0)
 
-    q_ptrs, q_mask = _tile(q_ptr + n * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_M, BLOCK_D)
-    q = tl.load(q_ptrs, mask=q_mask, other=0.0)
+    q0, q1 = _load_split(q_ptr + n * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_M, BLOCK_D0,
+                         BLOCK_D1, HAS_D1)
     qk_scale = scale * 1.4426950408889634
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc0 = tl.zeros([BLOCK_M, BLOCK_D0], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_M, BLOCK_D1], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     # frames 0 and 1: prev(f) == 0, the duplicate copy is folded into the LSE below
     n_prev = tl.where(f >= 2, L, 0)
-    acc, m_i, l_i = _fwd_stream(acc, m_i, l_i, q, k_ptr + prev * sk_n + h * sk_h,
-                                v_ptr + prev * sv_n + h * sv_h, sk_l, sv_l, n_prev, qk_scale,
-                                D, BLOCK_N, BLOCK_D, PREC)
-    acc, m_i, l_i = _fwd_stream(acc, m_i, l_i, q, k_ptr + first * sk_n + h * sk_h,
-                                v_ptr + first * sv_n + h * sv_h, sk_l, sv_l, L, qk_scale,
-                                D, BLOCK_N, BLOCK_D, PREC)
+    acc0, acc1, m_i, l_i = _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_ptr + prev * sk_n + h * sk_h,
+                                       v_ptr + prev * sv_n + h * sv_h, sk_l, sv_l, n_prev, qk_scale,
+                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC)
+    acc0, acc1, m_i, l_i = _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_ptr + first * sk_n + h * sk_h,
+                                       v_ptr + first * sv_n + h * sv_h, sk_l, sv_l, L, qk_scale,
+                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC)
 
-    out = acc / l_i[:, None]
-    o_ptrs, _ = _tile(o_ptr + n * so_n + h * so_h, m0, L, so_l, D, BLOCK_M, BLOCK_D)
-    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_mask)
+    inv_l = 1.0 / l_i[:, None]
+    _store_split(o_ptr + n * so_n + h * so_h, m0, L, so_l, acc0 * inv_l, acc1 * inv_l,
+                 D, BLOCK_M, BLOCK_D0, BLOCK_D1, HAS_D1)
     dup = tl.where(f <= 1, 1.0, 0.0)
     lse = (m_i + tl.log2(l_i) + dup) * 0.6931471805599453
     rows = m0 + tl.arange(0, BLOCK_M)
@@ -184,8 +228,8 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, so_n, so_l, so_h, sdo_n, sdo_l, sdo_
     nh = (pid // n_mb).to(tl.int64)
     h = nh % H
     n = nh // H
-    o_ptrs, mask = _tile(o_ptr + n * so_n + h * so_h, m0, L, so_l, D, BLOCK_M, BLOCK_D)
-    do_ptrs, _ = _tile(do_ptr + n * sdo_n + h * sdo_h, m0, L, sdo_l, D, BLOCK_M, BLOCK_D)
+    o_ptrs, mask = _ptrs(o_ptr + n * so_n + h * so_h, m0, L, so_l, 0, D, BLOCK_M, BLOCK_D)
+    do_ptrs, _ = _ptrs(do_ptr + n * sdo_n + h * sdo_h, m0, L, sdo_l, 0, D, BLOCK_M, BLOCK_D)
     o = tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
     do = tl.load(do_ptrs, mask=mask, other=0.0).to(tl.float32)
     rows = m0 + tl.arange(0, BLOCK_M)
@@ -196,7 +240,8 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, so_n, so_l, so_h, sdo_n, sdo_l, sdo_
 def _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
                   sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
                   sg_n, sg_l, sg_h, L, H, F, n_clips, qk_scale, scale,
-                  D: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+                  D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
+                  HAS_D1: tl.constexpr, PREC: tl.constexpr,
                   BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr):
     """dk, dv of one key tile: key frame ``g``, head ``h``, rows ``k0..k0+BLOCK_HELD``.
     pid -> (key block fastest, head, clip, key frame g slowest): frame-0 programs launch first."""
@@ -209,12 +254,14 @@ def _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, 
     g = r // n_clips
     kn = clip + g
 
-    k_ptrs, k_mask = _tile(k_ptr + kn * sk_n + h * sk_h, k0, L, sk_l, D, BLOCK_HELD, BLOCK_D)
-    v_ptrs, _ = _tile(v_ptr + kn * sv_n + h * sv_h, k0, L, sv_l, D, BLOCK_HELD, BLOCK_D)
-    k = tl.load(k_ptrs, mask=k_mask, other=0.0)
-    v = tl.load(v_ptrs, mask=k_mask, other=0.0)
-    dk = tl.zeros([BLOCK_HELD, BLOCK_D], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_HELD, BLOCK_D], dtype=tl.float32)
+    ka, kb = _load_split(k_ptr + kn * sk_n + h * sk_h, k0, L, sk_l, D, BLOCK_HELD, BLOCK_D0,
+                         BLOCK_D1, HAS_D1)
+    va, vb = _load_split(v_ptr + kn * sv_n + h * sv_h, k0, L, sv_l, D, BLOCK_HELD, BLOCK_D0,
+                         BLOCK_D1, HAS_D1)
+    dka = tl.zeros([BLOCK_HELD, BLOCK_D0], dtype=tl.float32)
+    dkb = tl.zeros([BLOCK_HELD, BLOCK_D1], dtype=tl.float32)
+    dva = tl.zeros([BLOCK_HELD, BLOCK_D0], dtype=tl.float32)
+    dvb = tl.zeros([BLOCK_HELD, BLOCK_D1], dtype=tl.float32)
 
     # readers of key frame g: all frames if g == 0, else frame g+1 (none for the last frame)
     f_lo = tl.where(g == 0, 0, g + 1)
@@ -225,34 +272,38 @@ def _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, 
         f = f_lo + t // n_qb
         m0 = (t % n_qb) * BLOCK_ITER
         qn = clip + f
-        q_ptrs, q_mask = _tile(q_ptr + qn * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_ITER, BLOCK_D)
-        do_ptrs, _ = _tile(do_ptr + qn * sdo_n + h * sdo_h, m0, L, sdo_l, D, BLOCK_ITER, BLOCK_D)
-        q = tl.load(q_ptrs, mask=q_mask, other=0.0)
-        do = tl.load(do_ptrs, mask=q_mask, other=0.0)
+        qa, qb = _load_split(q_ptr + qn * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_ITER, BLOCK_D0,
+                             BLOCK_D1, HAS_D1)
+        doa, dob = _load_split(do_ptr + qn * sdo_n + h * sdo_h, m0, L, sdo_l, D, BLOCK_ITER,
+                               BLOCK_D0, BLOCK_D1, HAS_D1)
         row = (qn * H + h) * L
         lse2 = _row_vec(lse_ptr + row, m0, L, float("inf"), BLOCK_ITER) * 1.4426950408889634
         delta = _row_vec(delta_ptr + row, m0, L, 0.0, BLOCK_ITER)
         # frames 0 and 1 read frame 0 twice (as prev and as first): both copies count
         w = tl.where(f <= 1, 2.0, 1.0)
-        s_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale          # [HELD, ITER]
+        s_t = _dot_nt(ka, kb, qa, qb, HAS_D1, PREC) * qk_scale                 # [HELD, ITER]
         p_t = tl.exp2(s_t - lse2[None, :]) * w
-        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PREC)
-        dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PREC)
+        dp_t = _dot_nt(va, vb, doa, dob, HAS_D1, PREC)
+        ds_t = (p_t * (dp_t - delta[None, :])).to(qa.dtype)
+        p_t = p_t.to(doa.dtype)
+        dva = tl.dot(p_t, doa, dva, input_precision=PREC)
+        dka = tl.dot(ds_t, qa, dka, input_precision=PREC)
+        if HAS_D1:
+            dvb = tl.dot(p_t, dob, dvb, input_precision=PREC)
+            dkb = tl.dot(ds_t, qb, dkb, input_precision=PREC)
 
-    out_ty = dk_ptr.dtype.element_ty
-    g_ptrs, _ = _tile(dk_ptr + kn * sg_n + h * sg_h, k0, L, sg_l, D, BLOCK_HELD, BLOCK_D)
-    tl.store(g_ptrs, (dk * scale).to(out_ty), mask=k_mask)
-    g_ptrs, _ = _tile(dv_ptr + kn * sg_n + h * sg_h, k0, L, sg_l, D, BLOCK_HELD, BLOCK_D)
-    tl.store(g_ptrs, dv.to(out_ty), mask=k_mask)
+    _store_split(dk_ptr + kn * sg_n + h * sg_h, k0, L, sg_l, dka * scale, dkb * scale,
+                 D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
+    _store_split(dv_ptr + kn * sg_n + h * sg_h, k0, L, sg_l, dva, dvb,
+                 D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
 @triton.jit
 def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                 sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
                 sg_n, sg_l, sg_h, L, H, F, qk_scale, scale,
-                D: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+                D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
+                HAS_D1: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr):
     """dq of one query tile: row n, head h, rows ``m0..m0+BLOCK_HELD``; streams the key tiles of
     frame prev(f) (only when f >= 2) and then frame 0, like the forward."""
@@ -264,35 +315,38 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
     f = n % F
     first = n - f
 
-    q_ptrs, q_mask = _tile(q_ptr + n * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_HELD, BLOCK_D)
-    do_ptrs, _ = _tile(do_ptr + n * sdo_n + h * sdo_h, m0, L, sdo_l, D, BLOCK_HELD, BLOCK_D)
-    q = tl.load(q_ptrs, mask=q_mask, other=0.0)
-    do = tl.load(do_ptrs, mask=q_mask, other=0.0)
+    qa, qb = _load_split(q_ptr + n * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_HELD, BLOCK_D0,
+                         BLOCK_D1, HAS_D1)
+    doa, dob = _load_split(do_ptr + n * sdo_n + h * sdo_h, m0, L, sdo_l, D, BLOCK_HELD, BLOCK_D0,
+                           BLOCK_D1, HAS_D1)
     row = (n * H + h) * L
     lse2 = _row_vec(lse_ptr + row, m0, L, 0.0, BLOCK_HELD) * 1.4426950408889634
     delta = _row_vec(delta_ptr + row, m0, L, 0.0, BLOCK_HELD)
-    dq = tl.zeros([BLOCK_HELD, BLOCK_D], dtype=tl.float32)
+    dqa = tl.zeros([BLOCK_HELD, BLOCK_D0], dtype=tl.float32)
+    dqb = tl.zeros([BLOCK_HELD, BLOCK_D1], dtype=tl.float32)
 
     n_kf = tl.where(f >= 2, 2, 1)        # key frames streamed: [prev(f),] first
     n_kb = tl.cdiv(L, BLOCK_ITER)
     for t in range(0, n_kf * n_kb):
         kn = tl.where(t // n_kb == n_kf - 1, first, n - 1)
         k0 = (t % n_kb) * BLOCK_ITER
-        k_ptrs, k_mask = _tile(k_ptr + kn * sk_n + h * sk_h, k0, L, sk_l, D, BLOCK_ITER, BLOCK_D)
-        v_ptrs, _ = _tile(v_ptr + kn * sv_n + h * sv_h, k0, L, sv_l, D, BLOCK_ITER, BLOCK_D)
-        k = tl.load(k_ptrs, mask=k_mask, other=0.0)
-        v = tl.load(v_ptrs, mask=k_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale             # [HELD, ITER]
+        ka, kb = _load_split(k_ptr + kn * sk_n + h * sk_h, k0, L, sk_l, D, BLOCK_ITER, BLOCK_D0,
+                             BLOCK_D1, HAS_D1)
+        va, vb = _load_split(v_ptr + kn * sv_n + h * sv_h, k0, L, sv_l, D, BLOCK_ITER, BLOCK_D0,
+                             BLOCK_D1, HAS_D1)
+        s = _dot_nt(qa, qb, ka, kb, HAS_D1, PREC) * qk_scale                   # [HELD, ITER]
         cols = k0 + tl.arange(0, BLOCK_ITER)
         s = tl.where((cols < L)[None, :], s, float("-inf"))
         p = tl.exp2(s - lse2[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
+        dp = _dot_nt(doa, dob, va, vb, HAS_D1, PREC)
+        ds = (p * (dp - delta[:, None])).to(ka.dtype)
+        dqa = tl.dot(ds, ka, dqa, input_precision=PREC)
+        if HAS_D1:
+            dqb = tl.dot(ds, kb, dqb, input_precision=PREC)
 
-    w = tl.where(f <= 1, 2.0, 1.0)       # the two copies of frame 0 for frames 0 and 1
-    g_ptrs, _ = _tile(dq_ptr + n * sg_n + h * sg_h, m0, L, sg_l, D, BLOCK_HELD, BLOCK_D)
-    tl.store(g_ptrs, (dq * (scale * w)).to(dq_ptr.dtype.element_ty), mask=q_mask)
+    c = scale * tl.where(f <= 1, 2.0, 1.0)   # the two copies of frame 0 for frames 0 and 1
+    _store_split(dq_ptr + n * sg_n + h * sg_h, m0, L, sg_l, dqa * c, dqb * c,
+                 D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
 @_tunable(_bwd_configs())
@@ -302,8 +356,8 @@ def _spatial_bwd_kernel(
     sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
     sg_n, sg_l, sg_h,   # strides of dq, dk, dv (all contiguous, same shape)
     N, L, H, F, scale, DTYPE_KEY,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
-    BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr,
+    D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr,
 ):
     """One launch: the first N*H*cdiv(L, BLOCK_HELD) programs compute dk/dv (frame 0's first), the
     next as many compute dq."""
@@ -314,12 +368,12 @@ def _spatial_bwd_kernel(
         _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
                       sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
                       sg_n, sg_l, sg_h, L, H, F, N // F, qk_scale, scale,
-                      D, BLOCK_D, PREC, BLOCK_HELD, BLOCK_ITER)
+                      D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, BLOCK_HELD, BLOCK_ITER)
     else:
         _dq_program(pid - n_kv, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                     sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
                     sg_n, sg_l, sg_h, L, H, F, qk_scale, scale,
-                    D, BLOCK_D, PREC, BLOCK_HELD, BLOCK_ITER)
+                    D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, BLOCK_HELD, BLOCK_ITER)
 
 
 # ----------------------------------------------------------------- launchers
@@ -327,12 +381,26 @@ def _dtype_key(t):
     return {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[t.dtype]
 
 
+def head_split(d: int):
+    """Column chunks of a head dim d: (BLOCK_D0, BLOCK_D1, HAS_D1). One power-of-two block
+    ``max(16, next_pow2(d))`` unless two smaller ones cover d with fewer padded columns:
+    40 -> 32+16, 80 -> 64+16, 160 -> 128+32, 96 -> 64+32; 64 -> 64, 24 -> 32, 100 -> 128."""
+    full = max(16, triton.next_power_of_2(d))
+    d0 = max(16, 1 << (d.bit_length() - 1))
+    if d - d0 > 0:
+        d1 = max(16, triton.next_power_of_2(d - d0))
+        if d0 + d1 < full:
+            return d0, d1, True
+    return full, 16, False
+
+
 def _static_meta(q):
-    """Compile-time parameters shared by every launch: head dim, its padded block, dot precision.
+    """Compile-time parameters shared by every launch: head dim, its column chunks, dot precision.
     fp32 inputs use exact fp32 dots (tf32 would miss the fp32 tolerance); fp16/bf16 use tensor
     cores with fp32 accumulation."""
     d = q.shape[-1]
-    return {"D": d, "BLOCK_D": max(16, triton.next_power_of_2(d)),
+    d0, d1, has_d1 = head_split(d)
+    return {"D": d, "BLOCK_D0": d0, "BLOCK_D1": d1, "HAS_D1": has_d1,
             "PREC": "ieee" if q.dtype == torch.float32 else "tf32"}
 
 
