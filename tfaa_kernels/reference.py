@@ -88,3 +88,35 @@ def temporal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return y.contiguous(memory_format=torch.channels_last)
     return y.contiguous()
+
+
+def group_norm_silu_temporal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                                    num_frames: int, num_groups: Optional[int],
+                                    gn_weight: Optional[torch.Tensor] = None,
+                                    gn_bias: Optional[torch.Tensor] = None, eps: float = 1e-5,
+                                    activation: Optional[str] = "silu") -> torch.Tensor:
+    """One layer of the temporal conv block (DESIGN.md §2): per-frame GroupNorm -> SiLU -> conv.
+
+    Args:
+        x: ``(B*F, C_in, H, W)``, NCHW or channels_last.
+        weight, bias, num_frames: as in :func:`temporal_conv1d`.
+        num_groups: GroupNorm groups over each frame's ``(C_in, H, W)`` image (nn.GroupNorm
+            semantics), or None for no normalization.
+        gn_weight, gn_bias: ``(C_in,)`` affine parameters of the GroupNorm, or None.
+        eps: GroupNorm epsilon.
+        activation: ``"silu"`` or None.
+
+    Returns:
+        ``(B*F, C_out, H, W)`` in x's memory format.
+    """
+    a = x
+    if num_groups is not None:
+        a = F.group_norm(a, num_groups, gn_weight, gn_bias, eps)
+    if activation == "silu":
+        a = F.silu(a)
+    elif activation is not None:
+        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    y = temporal_conv1d(a, weight, bias, num_frames)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return y.contiguous(memory_format=torch.channels_last)
+    return y.contiguous()

@@ -3,6 +3,15 @@
     tfaa::temporal_conv1d_fwd(x, weight, bias?, num_frames, backend) -> y
     tfaa::temporal_conv1d_bwd(dy, x, weight, num_frames, need_bias_grad, backend) -> (dx, dweight, dbias)
 
+and the fused GroupNorm -> SiLU -> conv layer (``norm=``/``activation=`` of the public op):
+
+    tfaa::temporal_conv1d_gn_silu_fwd(x, weight, bias?, gn_weight?, gn_bias?, num_frames, num_groups,
+                                      eps, silu, backend) -> y
+    tfaa::temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight?, gn_bias?, num_frames, num_groups, eps,
+                                      silu, need_bias_grad, backend) -> (dx, dweight, dbias, dgn_weight, dgn_bias)
+
+``num_groups == 0`` there means "no GroupNorm"; ``dgn_weight``/``dgn_bias`` are ``(C_in,)`` fp32.
+
 ``x, dy``: ``(B*F, C, H, W)`` NCHW or channels_last; ``weight``: ``(C_out, C_in, K)``; ``y, dx`` in
 x's memory format; ``dbias`` is ``(C_out,)`` (zeros when no bias grad is needed). A backend
 implements the entry points ``"temporal_conv1d_fwd"`` / ``"temporal_conv1d_bwd"`` with these
@@ -10,14 +19,14 @@ signatures minus ``backend``.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .. import reference
 from .._validation import check_dtype, check_num_frames, check_same, check_tensor
-from ..backends import get_impl, resolve_backend
+from ..backends import get_impl, has_impl, resolve_backend
 
 
 def memory_format_of(x: Tensor) -> torch.memory_format:
@@ -58,7 +67,8 @@ def temporal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_f
 @temporal_conv1d_fwd.register_fake
 def _(x, weight, bias, num_frames, backend):
     n, _, h, w = x.shape
-    return x.new_empty((n, weight.shape[0], h, w), memory_format=memory_format_of(x))
+    return torch.empty((n, weight.shape[0], h, w), dtype=x.dtype, device=x.device,
+                       memory_format=memory_format_of(x))
 
 
 @torch.library.custom_op("tfaa::temporal_conv1d_bwd", mutates_args=())
@@ -69,7 +79,7 @@ def temporal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, num_frames: int, 
 
 @temporal_conv1d_bwd.register_fake
 def _(dy, x, weight, num_frames, need_bias_grad, backend):
-    return (x.new_empty(x.shape, memory_format=memory_format_of(x)), weight.new_empty(weight.shape),
+    return (torch.empty_like(x, memory_format=memory_format_of(x)), weight.new_empty(weight.shape),
             weight.new_empty((weight.shape[0],)))
 
 
@@ -90,26 +100,161 @@ def _backward(ctx, dy):
 temporal_conv1d_fwd.register_autograd(_backward, setup_context=_setup)
 
 
-def temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_frames: int,
-                    backend: str = "auto") -> Tensor:
-    """Temporal 1D convolution over the frame axis on the 2D UNet's layout (DESIGN.md §1b).
+class GroupNormSpec(NamedTuple):
+    """A per-frame GroupNorm applied to the conv's input (nn.GroupNorm over each ``(C, H, W)``
+    image): ``num_groups`` divides C_in; ``weight``/``bias`` are ``(C_in,)`` or None; ``eps > 0``."""
+    num_groups: int
+    weight: Optional[Tensor] = None
+    bias: Optional[Tensor] = None
+    eps: float = 1e-5
 
-    ``y[b, f, :, p] = bias + sum_t weight[:, :, t] @ x[b, f + t - K//2, :, p]``, frames outside the
-    clip counting as zero.
+    @classmethod
+    def from_module(cls, module: torch.nn.GroupNorm) -> "GroupNormSpec":
+        """The spec of an ``nn.GroupNorm`` (its parameters are used, so gradients reach them)."""
+        if not isinstance(module, torch.nn.GroupNorm):
+            raise TypeError(f"module must be a torch.nn.GroupNorm, got {type(module).__name__}")
+        return cls(module.num_groups, module.weight, module.bias, module.eps)
+
+
+def check_norm(norm, activation, x: Tensor) -> None:
+    """Rules of the fused prologue's ``norm`` and ``activation`` arguments."""
+    if activation is not None and activation != "silu":
+        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    if norm is None:
+        return
+    if not isinstance(norm, GroupNormSpec):
+        raise TypeError(f"norm must be a GroupNormSpec or None, got {type(norm).__name__}")
+    g, c = norm.num_groups, x.shape[1]
+    if isinstance(g, bool) or not isinstance(g, int):
+        raise TypeError(f"norm.num_groups must be an int, got {type(g).__name__}")
+    if g < 1 or c % g != 0:
+        raise ValueError(f"norm.num_groups must be >= 1 and divide C_in = {c}, got {g}")
+    if isinstance(norm.eps, bool) or not isinstance(norm.eps, (int, float)) or not norm.eps > 0:
+        raise ValueError(f"norm.eps must be a number > 0, got {norm.eps!r}")
+    for name, t in (("norm.weight", norm.weight), ("norm.bias", norm.bias)):
+        if t is None:
+            continue
+        check_tensor(name, t, 1, "(C_in,)")
+        if t.shape[0] != c:
+            raise ValueError(f"{name} must have C_in = {c} elements, got {t.shape[0]}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"x and {name} must be on the same device, got {x.device} and {t.device}")
+
+
+@torch.library.custom_op("tfaa::temporal_conv1d_gn_silu_fwd", mutates_args=())
+def temporal_conv1d_gn_silu_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], gn_weight: Optional[Tensor],
+                                gn_bias: Optional[Tensor], num_frames: int, num_groups: int, eps: float,
+                                silu: bool, backend: str) -> Tensor:
+    return get_impl("temporal_conv1d_gn_silu_fwd", backend)(
+        x, weight, bias, gn_weight, gn_bias, num_frames, num_groups, eps, silu)
+
+
+@temporal_conv1d_gn_silu_fwd.register_fake
+def _(x, weight, bias, gn_weight, gn_bias, num_frames, num_groups, eps, silu, backend):
+    n, _, h, w = x.shape
+    return torch.empty((n, weight.shape[0], h, w), dtype=x.dtype, device=x.device,
+                       memory_format=memory_format_of(x))
+
+
+@torch.library.custom_op("tfaa::temporal_conv1d_gn_silu_bwd", mutates_args=())
+def temporal_conv1d_gn_silu_bwd(dy: Tensor, x: Tensor, weight: Tensor, gn_weight: Optional[Tensor],
+                                gn_bias: Optional[Tensor], num_frames: int, num_groups: int, eps: float,
+                                silu: bool, need_bias_grad: bool, backend: str
+                                ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    dx, dw, db, dgw, dgb = get_impl("temporal_conv1d_gn_silu_bwd", backend)(
+        dy, x, weight, gn_weight, gn_bias, num_frames, num_groups, eps, silu, need_bias_grad)
+    return dx, dw, db, dgw.float(), dgb.float()
+
+
+@temporal_conv1d_gn_silu_bwd.register_fake
+def _(dy, x, weight, gn_weight, gn_bias, num_frames, num_groups, eps, silu, need_bias_grad, backend):
+    c_in = x.shape[1]
+    return (torch.empty_like(x, memory_format=memory_format_of(x)), weight.new_empty(weight.shape),
+            weight.new_empty((weight.shape[0],)), x.new_empty((c_in,), dtype=torch.float32),
+            x.new_empty((c_in,), dtype=torch.float32))
+
+
+def _setup_fused(ctx, inputs, output):
+    x, weight, bias, gn_weight, gn_bias, num_frames, num_groups, eps, silu, backend = inputs
+    ctx.save_for_backward(x, weight, gn_weight, gn_bias)
+    ctx.has_bias = bias is not None
+    ctx.args = (num_frames, num_groups, eps, silu, backend)
+
+
+def _backward_fused(ctx, dy):
+    x, weight, gn_weight, gn_bias = ctx.saved_tensors
+    num_frames, num_groups, eps, silu, backend = ctx.args
+    dx, dw, db, dgw, dgb = temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames,
+                                                       num_groups, eps, silu, ctx.has_bias, backend)
+    dgw = dgw.to(gn_weight.dtype) if gn_weight is not None else None
+    dgb = dgb.to(gn_bias.dtype) if gn_bias is not None else None
+    return dx, dw, (db if ctx.has_bias else None), dgw, dgb, None, None, None, None, None
+
+
+temporal_conv1d_gn_silu_fwd.register_autograd(_backward_fused, setup_context=_setup_fused)
+
+
+def _fused_backend(backend: str, device: torch.device) -> str:
+    """The backend of the fused layer: "auto" falls back to torch when the backend it resolves to
+    has no fused implementation; an explicit one without it is an error."""
+    be = resolve_backend(backend, "temporal_conv1d", device)
+    if be == "torch" or has_impl("temporal_conv1d_gn_silu", be):
+        return be
+    if backend != "auto":
+        raise ValueError(f"backend={backend!r} has no fused GroupNorm/SiLU temporal_conv1d; "
+                         "use backend='auto', 'triton' or 'torch'")
+    return "torch"
+
+
+def temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_frames: int,
+                    backend: str = "auto", *, norm: Optional[GroupNormSpec] = None,
+                    activation: Optional[str] = None) -> Tensor:
+    """Temporal 1D convolution over the frame axis on the 2D UNet's layout (DESIGN.md §1b),
+    optionally fused with the per-frame GroupNorm and SiLU in front of it (DESIGN.md §2).
+
+    ``y[b, f, :, p] = bias + sum_t weight[:, :, t] @ a[b, f + t - K//2, :, p]``, frames outside the
+    clip counting as zero, where ``a = x`` by default and ``a = activation(norm(x))`` with the fused
+    prologue: ``norm=GroupNormSpec(num_groups, gn_weight, gn_bias, eps)`` is nn.GroupNorm applied to
+    each frame's ``(C_in, H, W)`` image, ``activation="silu"`` is SiLU. The fused kernels read x twice
+    (statistics, then the GEMM) and write y once; a is never materialized (the backward recomputes
+    it). One layer of the temporal conv block is therefore::
+
+        y = temporal_conv1d(h, conv.weight, conv.bias, F,
+                            norm=GroupNormSpec.from_module(group_norm), activation="silu")
 
     Args:
-        x: ``(B*F, C_in, H, W)``, NCHW or channels_last, row ``n = b*F + f``.
-        weight: ``(C_out, C_in, K)`` (nn.Conv1d layout), K odd.
+        x: ``(B*F, C_in, H, W)``, NCHW or channels_last (any strides), row ``n = b*F + f``.
+        weight: ``(C_out, C_in, K)`` (nn.Conv1d layout), K odd; same dtype/device as x.
         bias: ``(C_out,)`` or None.
         num_frames: F.
         backend: ``"auto"``, ``"torch"``, ``"triton"`` or ``"cuda"``.
+        norm: a :class:`GroupNormSpec` or None (keyword only). Its weight/bias may be fp32 with a
+            half-precision x; their gradients come back in their own dtype.
+        activation: ``"silu"`` or None (keyword only).
 
     Returns:
-        ``(B*F, C_out, H, W)`` in x's memory format. Differentiable in x, weight and bias.
+        ``(B*F, C_out, H, W)`` in x's memory format. Differentiable in x, weight, bias and the
+        GroupNorm's weight and bias.
     """
     check_conv_inputs(x, weight, bias, num_frames)
-    be = resolve_backend(backend, "temporal_conv1d", x.device)
+    check_norm(norm, activation, x)
+    if norm is None and activation is None:
+        be = resolve_backend(backend, "temporal_conv1d", x.device)
+        check_dtype("x", x, be)
+        if be == "torch" or x.numel() == 0 or weight.numel() == 0:
+            return reference.temporal_conv1d(x, weight, bias, num_frames)
+        return temporal_conv1d_fwd(x, weight, bias, num_frames, be)
+
+    be = _fused_backend(backend, x.device)
     check_dtype("x", x, be)
+    num_groups = norm.num_groups if norm is not None else None
+    gn_w = norm.weight if norm is not None else None
+    gn_b = norm.bias if norm is not None else None
+    eps = float(norm.eps) if norm is not None else 1e-5
     if be == "torch" or x.numel() == 0 or weight.numel() == 0:
-        return reference.temporal_conv1d(x, weight, bias, num_frames)
-    return temporal_conv1d_fwd(x, weight, bias, num_frames, be)
+        return reference.group_norm_silu_temporal_conv1d(x, weight, bias, num_frames, num_groups, gn_w, gn_b,
+                                                         eps, activation)
+    return temporal_conv1d_gn_silu_fwd(x, weight, bias, gn_w, gn_b, num_frames, num_groups or 0, eps,
+                                       activation == "silu", be)

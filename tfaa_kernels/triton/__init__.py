@@ -11,3 +11,4 @@ else:
     AVAILABLE = True
     from . import temporal_attention  # noqa: F401  (registers impls)
     from . import spatial_attention  # noqa: F401  (registers impls)
+    from . import temporal_conv  # noqa: F401  (registers impls)

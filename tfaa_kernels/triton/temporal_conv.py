@@ -439,7 +439,7 @@ def _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, s
 def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: int,
                                 num_groups: int, eps: float, silu: bool, need_bias_grad: bool):
     """(dx, dweight, dbias, dgn_weight, dgn_bias); the normalized input is recomputed, not saved.
-    dgn_weight/dgn_bias are zeros of shape (C_in,) when there is no GroupNorm."""
+    dx/dweight/dbias in x's dtype; dgn_weight/dgn_bias (C_in,) fp32 (zeros without GroupNorm)."""
     c_in = x.shape[1]
     fmt = memory_format_of(x)
     scale = shift = mean = rstd = None
@@ -451,8 +451,9 @@ def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: i
     dx, dgamma, dbeta = _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, silu)
     dx = dx.to(x.dtype).contiguous(memory_format=fmt)
     if dgamma is None:
-        dgamma = dbeta = torch.zeros((c_in,), dtype=torch.float32, device=x.device)
-    return dx, dw, db, dgamma.to(x.dtype), dbeta.to(x.dtype)
+        dgamma = torch.zeros((c_in,), dtype=torch.float32, device=x.device)
+        dbeta = torch.zeros((c_in,), dtype=torch.float32, device=x.device)
+    return dx, dw, db, dgamma, dbeta
 
 
 register_impl("temporal_conv1d_fwd", "triton", temporal_conv1d_fwd)

@@ -1,0 +1,478 @@
+"""temporal_conv1d (plain and fused GroupNorm -> SiLU prologue): kernel backends against the float64
+reference, custom-op registration, torch.compile, determinism and errors for bad input. CPU runs the
+Triton kernels in the interpreter (fp32, tiny shapes); tests marked gpu run them on CUDA in
+fp32/bf16/fp16."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tfaa_kernels as tk
+from tfaa_kernels import GroupNormSpec, reference
+from tfaa_kernels.backends import available_backends, has_impl
+from helpers import TOL, assert_close
+
+CPU_KERNELS = [b for b in ("triton",) if b in available_backends("cpu")]
+GPU_KERNELS = [b for b in ("triton", "cuda") if torch.cuda.is_available() and b in available_backends("cuda")]
+FUSED_GPU_KERNELS = [b for b in GPU_KERNELS if has_impl("temporal_conv1d_gn_silu", b)]
+CL = torch.channels_last
+
+
+def expected_format(x):
+    if x.is_contiguous(memory_format=CL) and not x.is_contiguous():
+        return CL
+    return torch.contiguous_format
+
+
+def make_inputs(bf, c_in, c_out, h, w, kk, dtype=torch.float32, device="cpu", layout="nchw", bias=True):
+    x = torch.randn(bf, c_in, h, w, dtype=dtype, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CL)
+    weight = torch.randn(c_out, c_in, kk, dtype=dtype, device=device) / (c_in * kk) ** 0.5
+    b = torch.randn(c_out, dtype=dtype, device=device) if bias else None
+    return [t.requires_grad_(True) if t is not None else None for t in (x, weight, b)]
+
+
+def make_norm(c_in, groups, dtype=torch.float32, device="cpu", affine=True):
+    if not affine:
+        return GroupNormSpec(groups, None, None, 1e-5)
+    gw = (1 + 0.3 * torch.randn(c_in, dtype=dtype, device=device)).requires_grad_(True)
+    gb = (0.3 * torch.randn(c_in, dtype=dtype, device=device)).requires_grad_(True)
+    return GroupNormSpec(groups, gw, gb, 1e-5)
+
+
+def check_against_reference(x, weight, bias, num_frames, backend, tol, norm=None, activation=None):
+    """Forward and all gradients of ``backend`` against the float64 reference on the same inputs."""
+    out = tk.temporal_conv1d(x, weight, bias, num_frames, backend=backend, norm=norm, activation=activation)
+    fmt = expected_format(x)
+    assert out.dtype == x.dtype and out.is_contiguous(memory_format=fmt)
+    inputs = [x, weight, bias] + ([norm.weight, norm.bias] if norm is not None else [])
+    names = ["x", "weight", "bias", "norm.weight", "norm.bias"]
+    keep = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
+    d64 = [t.detach().double().requires_grad_(True) if t is not None else None for t in inputs]
+    if norm is None and activation is None:
+        ref = reference.temporal_conv1d(d64[0], d64[1], d64[2], num_frames)
+    else:
+        ref = reference.group_norm_silu_temporal_conv1d(
+            d64[0], d64[1], d64[2], num_frames, norm.num_groups if norm is not None else None,
+            d64[3] if norm is not None else None, d64[4] if norm is not None else None,
+            norm.eps if norm is not None else 1e-5, activation)
+    what = f"{backend} norm={norm is not None} act={activation}"
+    assert_close(out, ref, tol, f"{what} forward")
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [inputs[i] for i in keep], dy)
+    ref_grads = torch.autograd.grad(ref, [d64[i] for i in keep], dy.double())
+    for i, g, r in zip(keep, grads, ref_grads):
+        assert g.dtype == inputs[i].dtype, f"{what} d{names[i]} dtype"
+        assert_close(g, r, tol, f"{what} d{names[i]}")
+    dx = grads[0]
+    assert dx.is_contiguous(memory_format=fmt), "dx must be in x's memory format"
+
+
+# ----------------------------------------------------------------- CPU (Triton interpreter)
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("kk", [1, 3, 5])
+@pytest.mark.parametrize("num_frames", [1, 2, 3, 5])
+def test_kernel_cpu(backend, layout, kk, num_frames, poison):
+    """C_in != C_out, neither a multiple of the 16-wide interpreter tile, odd H*W."""
+    x, w, b = make_inputs(2 * num_frames, 20, 18, 3, 5, kk, layout=layout)
+    check_against_reference(x, w, b, num_frames, backend, 1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+def test_kernel_cpu_no_bias_one_clip(backend, poison):
+    x, w, _ = make_inputs(4, 17, 33, 2, 9, 3, bias=False)
+    check_against_reference(x, w, None, 4, backend, 1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("view", ["channel_slice", "spatial_crop", "channels_last_slice", "frame_stride"])
+def test_kernel_cpu_strided_views(backend, view, poison):
+    """Inputs that are views: channel slices, spatial crops (H, W not mergeable), every other image."""
+    if view == "channel_slice":
+        base = torch.randn(6, 30, 4, 5, requires_grad=True)
+        x = base[:, 5:25]
+    elif view == "spatial_crop":
+        base = torch.randn(6, 20, 6, 7, requires_grad=True)
+        x = base[:, :, 1:5, ::2]
+    elif view == "channels_last_slice":
+        base = torch.randn(6, 30, 4, 5).contiguous(memory_format=CL).requires_grad_(True)
+        x = base[:, 3:23]
+    else:
+        base = torch.randn(12, 20, 3, 4, requires_grad=True)
+        x = base[::2]
+    _, w, b = make_inputs(1, 20, 24, 1, 1, 3)
+    check_against_reference(x, w, b, 3, backend, 1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+def test_kernel_cpu_broadcast_grad(backend, poison):
+    """y.sum().backward() hands the backward a stride-0 (expanded) dy."""
+    x, w, b = make_inputs(6, 20, 18, 3, 4, 3, layout="channels_last")
+    tk.temporal_conv1d(x, w, b, 3, backend=backend).sum().backward()
+    xd, wd, bd = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    reference.temporal_conv1d(xd, wd, bd, 3).sum().backward()
+    for g, r, n in ((x.grad, xd.grad, "dx"), (w.grad, wd.grad, "dw"), (b.grad, bd.grad, "db")):
+        assert_close(g, r, 1e-5, n)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("num_frames,kk", [(1, 3), (3, 3), (2, 5), (3, 1)])
+def test_fused_cpu(backend, layout, num_frames, kk, poison):
+    """GroupNorm(4 groups of 5 channels) -> SiLU -> conv, every gradient."""
+    x, w, b = make_inputs(2 * num_frames, 20, 18, 3, 5, kk, layout=layout)
+    with torch.no_grad():
+        x.mul_(2.0).add_(0.7)  # non-zero mean and non-unit std per group
+    check_against_reference(x, w, b, num_frames, backend, 1e-5, norm=make_norm(20, 4), activation="silu")
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("variant", ["no_affine", "norm_only", "silu_only", "view"])
+def test_fused_cpu_variants(backend, variant, poison):
+    x, w, b = make_inputs(6, 16, 12, 3, 3, 3)
+    norm, act = make_norm(16, 8), "silu"
+    if variant == "no_affine":
+        norm = make_norm(16, 2, affine=False)
+    elif variant == "norm_only":
+        act = None
+    elif variant == "silu_only":
+        norm = None
+    else:
+        base = torch.randn(6, 24, 3, 3, requires_grad=True)
+        x = base[:, 4:20]
+    check_against_reference(x, w, b, 3, backend, 1e-5, norm=norm, activation=act)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+def test_fused_cpu_fp32_norm_params_with_module(backend):
+    """GroupNormSpec.from_module of an nn.GroupNorm: gradients reach the module's parameters."""
+    gn = torch.nn.GroupNorm(4, 16)
+    torch.nn.init.normal_(gn.weight)
+    torch.nn.init.normal_(gn.bias)
+    x, w, b = make_inputs(4, 16, 8, 2, 3, 3)
+    y = tk.temporal_conv1d(x, w, b, 2, backend=backend, norm=GroupNormSpec.from_module(gn), activation="silu")
+    y_ref = reference.temporal_conv1d(F.silu(gn(x)), w, b, 2)
+    assert_close(y, y_ref, 1e-5)
+    g = torch.autograd.grad(y.square().sum(), [gn.weight, gn.bias])
+    g_ref = torch.autograd.grad(y_ref.square().sum(), [gn.weight, gn.bias])
+    assert_close(g[0], g_ref[0], 1e-5, "dgamma")
+    assert_close(g[1], g_ref[1], 1e-5, "dbeta")
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+def test_deterministic_cpu(backend):
+    x, w, b = make_inputs(12, 20, 18, 4, 4, 3)
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = []
+        for _ in range(2):
+            y = tk.temporal_conv1d(x, w, b, 3, backend=backend)
+            runs.append(torch.autograd.grad(y, [x, w, b], torch.ones_like(y) * 0.5 + y.detach()))
+    finally:
+        torch.use_deterministic_algorithms(was)
+    for a, c in zip(*runs):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_opcheck_cpu(backend, layout):
+    x, w, b = make_inputs(6, 16, 12, 2, 3, 3, layout=layout)
+    x, w, b = x.detach(), w.detach(), b.detach()
+    torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_fwd.default, (x, w, b, 3, backend))
+    dy = torch.randn(6, 12, 2, 3).contiguous(memory_format=expected_format(x))
+    torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_bwd.default, (dy, x, w, 3, True, backend))
+    gw, gb = torch.randn(16), torch.randn(16)
+    torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_gn_silu_fwd.default,
+                          (x, w, b, gw, gb, 3, 4, 1e-5, True, backend))
+    torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_gn_silu_bwd.default,
+                          (dy, x, w, gw, gb, 3, 4, 1e-5, True, True, backend))
+
+
+class _TinyConvBlock(torch.nn.Module):
+    """Two layers of GroupNorm -> SiLU -> temporal conv with a residual (DESIGN.md §2, shortened)."""
+
+    def __init__(self, c=16, groups=4, backend="auto", fused=True):
+        super().__init__()
+        self.norms = torch.nn.ModuleList(torch.nn.GroupNorm(groups, c) for _ in range(2))
+        self.convs = torch.nn.ModuleList(torch.nn.Conv1d(c, c, 3) for _ in range(2))
+        self.backend, self.fused = backend, fused
+
+    def forward(self, x, num_frames: int):
+        h = x
+        for norm, conv in zip(self.norms, self.convs):
+            if self.fused:
+                h = tk.temporal_conv1d(h, conv.weight, conv.bias, num_frames, backend=self.backend,
+                                       norm=GroupNormSpec(norm.num_groups, norm.weight, norm.bias, norm.eps),
+                                       activation="silu")
+            else:
+                h = tk.temporal_conv1d(F.silu(norm(h)), conv.weight, conv.bias, num_frames, backend=self.backend)
+        return x + h
+
+
+def _compile_matches_eager(m, x, num_frames, tol, backend=None):
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True, **({"backend": backend} if backend else {}))
+    y = compiled(x, num_frames)
+    y.float().square().sum().backward()
+    g_c = x.grad.clone()
+    x.grad = None
+    y_e = m(x, num_frames)
+    y_e.float().square().sum().backward()
+    assert_close(y, y_e, tol, "compiled forward")
+    assert_close(g_c, x.grad, tol, "compiled dx")
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("fused", [False, True])
+def test_compile_fullgraph_cpu(backend, fused):
+    m = _TinyConvBlock(backend=backend, fused=fused)
+    x = torch.randn(6, 16, 3, 3, requires_grad=True)
+    _compile_matches_eager(m, x, 3, 1e-6, backend="aot_eager")
+
+
+# ----------------------------------------------------------------- reference path, errors, edge cases
+def test_gradcheck_reference_fp64():
+    x, w, b = (t.detach().double().requires_grad_(True) for t in make_inputs(6, 3, 4, 2, 2, 3))
+    assert torch.autograd.gradcheck(lambda x, w, b: tk.temporal_conv1d(x, w, b, 3, backend="torch"), (x, w, b))
+    gw = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    gb = torch.randn(3, dtype=torch.float64, requires_grad=True)
+
+    def fused(x, w, b, gw, gb):
+        return tk.temporal_conv1d(x, w, b, 3, backend="torch", norm=GroupNormSpec(3, gw, gb, 1e-5),
+                                  activation="silu")
+    assert torch.autograd.gradcheck(fused, (x, w, b, gw, gb))
+
+
+def test_fused_reference_matches_modules():
+    """The fused reference is exactly nn.GroupNorm -> SiLU -> reference conv, in x's memory format."""
+    gn = torch.nn.GroupNorm(2, 8)
+    x = torch.randn(4, 8, 3, 3).contiguous(memory_format=CL)
+    w, b = torch.randn(5, 8, 3), torch.randn(5)
+    y = reference.group_norm_silu_temporal_conv1d(x, w, b, 2, 2, gn.weight, gn.bias, gn.eps)
+    assert y.is_contiguous(memory_format=CL)
+    assert torch.allclose(y, reference.temporal_conv1d(F.silu(gn(x)), w, b, 2), atol=1e-6)
+
+
+def test_auto_is_reference_on_cpu():
+    x, w, b = make_inputs(4, 6, 5, 2, 2, 3)
+    assert torch.equal(tk.temporal_conv1d(x, w, b, 2), reference.temporal_conv1d(x, w, b, 2))
+    norm = make_norm(6, 3)
+    assert torch.equal(tk.temporal_conv1d(x, w, b, 2, norm=norm, activation="silu"),
+                       reference.group_norm_silu_temporal_conv1d(x, w, b, 2, 3, norm.weight, norm.bias))
+
+
+@pytest.mark.parametrize("backend", ["torch"] + CPU_KERNELS)
+@pytest.mark.parametrize("fused", [False, True])
+def test_empty_inputs(backend, fused):
+    x, w, b = make_inputs(0, 4, 3, 2, 2, 3)
+    kw = dict(norm=GroupNormSpec(2), activation="silu") if fused else {}
+    y = tk.temporal_conv1d(x, w, b, 2, backend=backend, **kw)
+    assert y.shape == (0, 3, 2, 2)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def _conv_args():
+    x = torch.randn(4, 6, 2, 2)
+    return x, torch.randn(5, 6, 3), torch.randn(5)
+
+
+@pytest.mark.parametrize("change,exc,msg", [
+    (lambda x, w, b: (x, torch.randn(5, 7, 3), b), ValueError, r"C_in = x.shape\[1\] = 6"),
+    (lambda x, w, b: (x, torch.randn(5, 6, 2), b), ValueError, "must be odd"),
+    (lambda x, w, b: (x, torch.randn(5, 6), b), ValueError, "weight must have 3 dims"),
+    (lambda x, w, b: (x, w, torch.randn(4)), ValueError, "bias must have C_out = 5"),
+    (lambda x, w, b: (x[0], w, b), ValueError, "x must have 4 dims"),
+    (lambda x, w, b: (x, w.double(), b), TypeError, "same dtype"),
+    (lambda x, w, b: (x.numpy(), w, b), TypeError, "x must be a torch.Tensor"),
+])
+def test_bad_tensors(change, exc, msg):
+    x, w, b = change(*_conv_args())
+    with pytest.raises(exc, match=msg):
+        tk.temporal_conv1d(x, w, b, 2)
+
+
+@pytest.mark.parametrize("kwargs,exc,msg", [
+    (dict(num_frames=3), ValueError, "divisible by num_frames"),
+    (dict(num_frames=0), ValueError, "num_frames must be >= 1"),
+    (dict(num_frames=2.0), TypeError, "num_frames must be an int"),
+    (dict(backend="cudnn"), ValueError, "backend must be one of"),
+    (dict(activation="gelu"), ValueError, "activation must be 'silu' or None"),
+    (dict(norm=(2,)), TypeError, "norm must be a GroupNormSpec"),
+    (dict(norm=GroupNormSpec(4)), ValueError, "num_groups must be >= 1 and divide C_in = 6"),
+    (dict(norm=GroupNormSpec(0)), ValueError, "num_groups must be >= 1"),
+    (dict(norm=GroupNormSpec(2.0)), TypeError, "num_groups must be an int"),
+    (dict(norm=GroupNormSpec(2, eps=0.0)), ValueError, "eps must be a number > 0"),
+    (dict(norm=GroupNormSpec(2, torch.randn(5))), ValueError, "norm.weight must have C_in = 6"),
+    (dict(norm=GroupNormSpec(2, None, torch.randn(6, 1))), ValueError, "norm.bias must have 1 dims"),
+    (dict(norm=GroupNormSpec(2, torch.ones(6, dtype=torch.int32))), TypeError, "floating-point"),
+])
+def test_bad_arguments(kwargs, exc, msg):
+    x, w, b = _conv_args()
+    args = dict(num_frames=2)
+    args.update(kwargs)
+    with pytest.raises(exc, match=msg):
+        tk.temporal_conv1d(x, w, b, **args)
+
+
+def test_from_module_rejects_other_modules():
+    with pytest.raises(TypeError, match="module must be a torch.nn.GroupNorm"):
+        GroupNormSpec.from_module(torch.nn.LayerNorm(4))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_kernel_backend_rejects_fp64(fused):
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    kw = dict(norm=GroupNormSpec(2), activation="silu") if fused else {}
+    for be in (GPU_KERNELS if torch.cuda.is_available() else CPU_KERNELS):
+        x, w, b = (t.double().to(dev) for t in _conv_args())
+        with pytest.raises(TypeError, match="float64"):
+            tk.temporal_conv1d(x, w, b, 2, backend=be, **kw)
+
+
+def test_triton_on_cpu_without_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        tk.temporal_conv1d(*_conv_args(), 2, backend="triton")
+
+
+# ----------------------------------------------------------------- GPU
+GPU_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 dots stay IEEE (the kernels follow torch.backends.cuda.matmul.allow_tf32)."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU_KERNELS or ["triton"])
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("num_frames,c_in,c_out,h,w,kk", [
+    (1, 64, 96, 8, 8, 3), (16, 320, 320, 16, 16, 3), (3, 40, 72, 7, 9, 5), (5, 130, 66, 5, 13, 1),
+    (2, 33, 17, 4, 4, 3), (16, 1280, 1280, 4, 4, 3)])
+def test_kernel_gpu(backend, dtype, layout, num_frames, c_in, c_out, h, w, kk, poison, no_tf32):
+    x, wt, b = make_inputs(2 * num_frames, c_in, c_out, h, w, kk, dtype=dtype, device="cuda", layout=layout)
+    check_against_reference(x, wt, b, num_frames, backend, TOL[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU_KERNELS or ["triton"])
+@pytest.mark.parametrize("view", ["channel_slice", "spatial_crop"])
+def test_kernel_gpu_strided_views(backend, view, poison):
+    base = torch.randn(8, 96, 10, 12, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    x = base[:, 16:80] if view == "channel_slice" else base[:, :64, 1:9, ::2]
+    _, w, b = make_inputs(1, 64, 80, 1, 1, 3, dtype=torch.bfloat16, device="cuda")
+    check_against_reference(x, w, b, 4, backend, 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", FUSED_GPU_KERNELS or ["triton"])
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("num_frames,c,h,w", [(16, 320, 16, 16), (3, 64, 9, 7), (1, 128, 8, 8)])
+def test_fused_gpu(backend, dtype, layout, num_frames, c, h, w, poison, no_tf32):
+    x, wt, b = make_inputs(2 * num_frames, c, c, h, w, 3, dtype=dtype, device="cuda", layout=layout)
+    with torch.no_grad():
+        x.mul_(1.5).add_(0.5)
+    norm = make_norm(c, 32, dtype=dtype, device="cuda")
+    check_against_reference(x, wt, b, num_frames, backend, TOL[dtype], norm=norm, activation="silu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", FUSED_GPU_KERNELS or ["triton"])
+def test_fused_gpu_fp32_norm_params(backend):
+    """Mixed precision: bf16 activations and conv weights, fp32 GroupNorm parameters."""
+    x, wt, b = make_inputs(8, 64, 64, 8, 8, 3, dtype=torch.bfloat16, device="cuda")
+    norm = make_norm(64, 32, dtype=torch.float32, device="cuda")
+    check_against_reference(x, wt, b, 4, backend, 2e-2, norm=norm, activation="silu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU_KERNELS or ["triton"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_int64_offsets_gpu(backend, layout):
+    """More than 2^31 elements in x, y and dx: the last clip against the reference."""
+    f, c, h, w = 2, 64, 512, 512
+    n = (2 ** 31) // (c * h * w) + 2                      # > 2^31 elements
+    n += n % f
+    x = torch.randn(n, c, h, w, device="cuda", dtype=torch.bfloat16)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CL)
+    assert x.numel() > 2 ** 31
+    wt = torch.randn(c, c, 3, device="cuda", dtype=torch.bfloat16) / (3 * c) ** 0.5
+    b = torch.randn(c, device="cuda", dtype=torch.bfloat16)
+    last = slice(n - f, n)
+    xl = x[last].double()
+    y = tk.temporal_conv1d(x, wt, b, f, backend=backend)
+    assert_close(y[last], reference.temporal_conv1d(xl, wt.double(), b.double(), f), 2e-2, "y")
+    del y
+    dy = torch.randn(n, c, h, w, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=expected_format(x))
+    dx, _, _ = torch.ops.tfaa.temporal_conv1d_bwd(dy, x, wt, f, False, backend)
+    xr = xl.requires_grad_(True)
+    (g,) = torch.autograd.grad(reference.temporal_conv1d(xr, wt.double(), None, f), [xr], dy[last].double())
+    assert_close(dx[last], g, 2e-2, "dx")
+    del dx, dy
+    if has_impl("temporal_conv1d_gn_silu", backend):
+        y = tk.temporal_conv1d(x, wt, b, f, backend=backend, norm=GroupNormSpec(32), activation="silu")
+        ref = reference.group_norm_silu_temporal_conv1d(xl.detach(), wt.double(), b.double(), f, 32)
+        assert_close(y[last], ref, 2e-2, "fused y")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU_KERNELS or ["triton"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_deterministic_gpu(backend, fused):
+    """With deterministic algorithms on, two backward passes give bitwise-equal gradients."""
+    if fused and not has_impl("temporal_conv1d_gn_silu", backend):
+        pytest.skip(f"{backend} has no fused kernel")
+    x, w, b = make_inputs(32, 320, 320, 32, 32, 3, dtype=torch.bfloat16, device="cuda")
+    norm = make_norm(320, 32, dtype=torch.bfloat16, device="cuda") if fused else None
+    leaves = [x, w, b] + ([norm.weight, norm.bias] if fused else [])
+    dy = torch.randn(32, 320, 32, 32, device="cuda", dtype=torch.bfloat16)
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = []
+        for _ in range(2):
+            y = tk.temporal_conv1d(x, w, b, 16, backend=backend, norm=norm, activation="silu" if fused else None)
+            runs.append(torch.autograd.grad(y, leaves, dy))
+    finally:
+        torch.use_deterministic_algorithms(was)
+    for a, c in zip(*runs):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU_KERNELS or ["triton"])
+def test_opcheck_gpu(backend):
+    x, w, b = (t.detach() for t in make_inputs(6, 64, 48, 5, 7, 3, dtype=torch.bfloat16, device="cuda"))
+    torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_fwd.default, (x, w, b, 3, backend))
+    dy = torch.randn(6, 48, 5, 7, device="cuda", dtype=torch.bfloat16)
+    torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_bwd.default, (dy, x, w, 3, True, backend))
+    if has_impl("temporal_conv1d_gn_silu", backend):
+        gw, gb = torch.randn(64, device="cuda"), torch.randn(64, device="cuda")
+        torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_gn_silu_fwd.default,
+                              (x, w, b, gw, gb, 3, 32, 1e-5, True, backend))
+        torch.library.opcheck(torch.ops.tfaa.temporal_conv1d_gn_silu_bwd.default,
+                              (dy, x, w, gw, gb, 3, 32, 1e-5, True, True, backend))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU_KERNELS or ["triton"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_compile_fullgraph_gpu(backend, fused):
+    if fused and not has_impl("temporal_conv1d_gn_silu", backend):
+        pytest.skip(f"{backend} has no fused kernel")
+    m = _TinyConvBlock(c=128, groups=32, backend=backend, fused=fused).cuda().to(torch.bfloat16)
+    x = torch.randn(8, 128, 8, 8, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=CL)
+    x.requires_grad_(True)
+    _compile_matches_eager(m, x, 4, 2e-2)
