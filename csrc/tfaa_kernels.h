@@ -1,0 +1,84 @@
+// Host launchers of the tfaa CUDA kernels (DESIGN.md §1). CUDA headers only, no torch: the .cu
+// files compile with plain nvcc; csrc/tfaa_ops.cpp is the PyTorch glue that calls these.
+//
+// Conventions
+// - dtype codes: TFAA_F32 = 0, TFAA_F16 = 1, TFAA_BF16 = 2. Accumulation is always fp32.
+// - Element strides are int64; every offset is computed in int64.
+// - Every launcher enqueues on `stream`, checks each launch and returns the first error
+//   (cudaSuccess when all is well). Nothing synchronizes.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+enum TfaaDtype : int { TFAA_F32 = 0, TFAA_F16 = 1, TFAA_BF16 = 2 };
+
+// ------------------------------------------------------------ temporal first-adjacent attention
+// q, k, v, dout: (B*F, L, H, D) with element strides (s_n, s_l, s_h, 1), row n = b*F + f.
+// out, dq, dk, dv: (B*F, L, H, D) contiguous. prev(f) = max(f-1, 0); per (n, l, h):
+//   out = softmax([q.k_prev, q.k_first] * scale) @ [v_prev, v_first].
+struct TfaaAttnStrides {
+  int64_t n, l, h;
+};
+
+// Largest head dim the kernels take (any D in [1, TFAA_ATTN_MAX_D]).
+constexpr int TFAA_ATTN_MAX_D = 256;
+
+cudaError_t tfaa_temporal_attention_fwd(int dtype, const void* q, TfaaAttnStrides sq, const void* k,
+                                        TfaaAttnStrides sk, const void* v, TfaaAttnStrides sv,
+                                        void* out, int64_t batch_frames, int64_t num_frames,
+                                        int64_t L, int64_t H, int64_t D, float scale,
+                                        cudaStream_t stream);
+
+// Backward by recomputation. dk/dv of frames >= 1 are written directly, frame 0's accumulated in
+// fp32 registers; the last frame's dk/dv are zero (F >= 2). Deterministic, no atomics.
+cudaError_t tfaa_temporal_attention_bwd(int dtype, const void* dout, TfaaAttnStrides sdo,
+                                        const void* q, TfaaAttnStrides sq, const void* k,
+                                        TfaaAttnStrides sk, const void* v, TfaaAttnStrides sv,
+                                        void* dq, void* dk, void* dv, int64_t batch_frames,
+                                        int64_t num_frames, int64_t L, int64_t H, int64_t D,
+                                        float scale, cudaStream_t stream);
+
+// ------------------------------------------------------------ temporal conv1d (cuBLAS GEMMs)
+// Status of a launcher that mixes kernels and cuBLAS calls: cuda == cudaSuccess and cublas == 0
+// when all went well; `where` names the failing step.
+struct TfaaStatus {
+  cudaError_t cuda;
+  int cublas;  // cublasStatus_t value
+  const char* where;
+};
+
+// Geometry of a conv call. x: (N = B*F, C_in, HW) per frame, y: (N, C_out, HW), stored either
+// NCHW (frame = C x HW row-major) or channels_last (frame = HW x C row-major); both contiguous,
+// so consecutive frames are adjacent in memory.
+struct TfaaConvShape {
+  int64_t batch_frames;  // N = B*F
+  int64_t num_frames;    // F
+  int64_t c_in, c_out, hw;
+  int64_t taps;          // K, odd
+  bool channels_last;
+};
+
+// y[b,f] = bias + sum_t W_t @ x[b, f+t-K/2] (zero outside the clip).
+// wp: weight rearranged to (C_out, K, C_in) contiguous (a copy of the small weight only).
+// bias: (C_out,) or nullptr. cublas_handle: a cublasHandle_t (its stream is set to `stream`).
+TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wp, const void* bias,
+                                    void* y, TfaaConvShape s, void* cublas_handle,
+                                    cudaStream_t stream);
+
+// dweight (C_out, C_in, K) contiguous = sum over clips/frames/pixels of dy_f x_{f+t-K/2}^T.
+// workspace: fp32, tfaa_conv_dweight_workspace_floats(s) elements.
+int64_t tfaa_conv_dweight_workspace_floats(TfaaConvShape s);
+TfaaStatus tfaa_temporal_conv1d_dweight(int dtype, const void* dy, const void* x, void* dweight,
+                                        float* workspace, TfaaConvShape s, void* cublas_handle,
+                                        cudaStream_t stream);
+
+// dbias (C_out,) = sum of dy over frames and pixels. workspace: fp32,
+// tfaa_conv_dbias_workspace_floats(s) elements. Deterministic two-pass reduction.
+int64_t tfaa_conv_dbias_workspace_floats(TfaaConvShape s);
+cudaError_t tfaa_temporal_conv1d_dbias(int dtype, const void* dy, void* dbias, float* workspace,
+                                       TfaaConvShape s, cudaStream_t stream);
+
+// A cuBLAS handle of this library's own for the current device (created once per device), for
+// builds where PyTorch's handle cannot be reached. Returns nullptr on failure.
+void* tfaa_own_cublas_handle();
