@@ -66,6 +66,13 @@ def test_split_head_dims_cpu(d, poison):
 
 
 @needs_cpu_triton
+def test_tile_multiple_length_cpu(poison):
+    """L = 128: the kernels' unmasked-score path (L a multiple of every tile)."""
+    q, k, v = leaf_qkv(4, 128, 1, 16)
+    check_against_reference(q, k, v, None, 2, "spatial", "triton", 1e-5)
+
+
+@needs_cpu_triton
 def test_transposed_views_cpu(poison):
     """Views with permuted token/head strides, as from a (B*F, H, L, D) projection."""
     base = [torch.randn(6, 2, 19, 8, requires_grad=True) for _ in range(3)]
@@ -138,12 +145,13 @@ def test_transposed_views_gpu(dtype, poison):
 @pytest.mark.parametrize("d", [40, 80])
 def test_deterministic_backward_gpu(d):
     """With torch.use_deterministic_algorithms(True), two backward runs are bitwise equal (frame
-    0's dk/dv sum 16 frames' contributions) and match the reference."""
+    0's dk/dv sum 16 frames' contributions) and match the reference. L = 384 is a multiple of
+    every tile (the unmasked-score path; the other GPU tests use ragged L)."""
     was_on = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        q, k, v = leaf_qkv(32, 300, 4, d, dtype=torch.bfloat16, device="cuda")
+        q, k, v = leaf_qkv(32, 384, 4, d, dtype=torch.bfloat16, device="cuda")
         out = tk.first_adjacent_attention(q, k, v, 16, "spatial", backend="triton")
         dout = torch.randn_like(out)
         g1 = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
@@ -152,6 +160,7 @@ def test_deterministic_backward_gpu(d):
             assert torch.equal(a, b), f"d{name} differs between two backward runs"
         d64 = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
         ref = reference.first_adjacent_attention(*d64, 16, "spatial")
+        assert_close(out, ref, TOL[torch.bfloat16], "out")
         for name, a, r in zip("qkv", g1, torch.autograd.grad(ref, d64, dout.double())):
             assert_close(a, r, TOL[torch.bfloat16], f"d{name}")
     finally:

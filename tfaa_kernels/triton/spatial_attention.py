@@ -150,14 +150,17 @@ def _row_vec(base, row0, n_rows, other, BLOCK_R: tl.constexpr):
 @triton.jit
 def _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_base, v_base, sk_l, sv_l, n_keys, qk_scale,
                 D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D0: tl.constexpr,
-                BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr, PREC: tl.constexpr):
+                BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr, PREC: tl.constexpr,
+                EVEN_L: tl.constexpr):
     """Online-softmax update of (acc0/acc1 [M, BLOCK_D0/1], m_i [M], l_i [M]) with the first
-    ``n_keys`` keys of one frame (0 or L). Scores are in log2 units (``qk_scale`` has log2(e))."""
+    ``n_keys`` keys of one frame (0 or L). Scores are in log2 units (``qk_scale`` has log2(e)).
+    EVEN_L: every key tile is full, no score mask."""
     for n0 in range(0, n_keys, BLOCK_N):
         k0, k1 = _load_split(k_base, n0, n_keys, sk_l, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1)
         s = _dot_nt(q0, q1, k0, k1, HAS_D1, PREC) * qk_scale
-        cols = n0 + tl.arange(0, BLOCK_N)
-        s = tl.where((cols < n_keys)[None, :], s, float("-inf"))
+        if not EVEN_L:
+            cols = n0 + tl.arange(0, BLOCK_N)
+            s = tl.where((cols < n_keys)[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -178,7 +181,7 @@ def _spatial_fwd_kernel(
     sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h, so_n, so_l, so_h,
     L, H, F, scale, DTYPE_KEY,
     D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
-    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, EVEN_L: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # program -> (row n = b*F + f, head h, query block); query blocks of one (n, h) are adjacent so
     # they share the K/V tiles in L2.
@@ -203,10 +206,10 @@ def _spatial_fwd_kernel(
     n_prev = tl.where(f >= 2, L, 0)
     acc0, acc1, m_i, l_i = _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_ptr + prev * sk_n + h * sk_h,
                                        v_ptr + prev * sv_n + h * sv_h, sk_l, sv_l, n_prev, qk_scale,
-                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC)
+                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, EVEN_L)
     acc0, acc1, m_i, l_i = _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_ptr + first * sk_n + h * sk_h,
                                        v_ptr + first * sv_n + h * sv_h, sk_l, sv_l, L, qk_scale,
-                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC)
+                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, EVEN_L)
 
     inv_l = 1.0 / l_i[:, None]
     _store_split(o_ptr + n * so_n + h * so_h, m0, L, so_l, acc0 * inv_l, acc1 * inv_l,
@@ -303,7 +306,7 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                 sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
                 sg_n, sg_l, sg_h, L, H, F, qk_scale, scale,
                 D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
-                HAS_D1: tl.constexpr, PREC: tl.constexpr,
+                HAS_D1: tl.constexpr, PREC: tl.constexpr, EVEN_L: tl.constexpr,
                 BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr):
     """dq of one query tile: row n, head h, rows ``m0..m0+BLOCK_HELD``; streams the key tiles of
     frame prev(f) (only when f >= 2) and then frame 0, like the forward."""
@@ -335,8 +338,9 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
         va, vb = _load_split(v_ptr + kn * sv_n + h * sv_h, k0, L, sv_l, D, BLOCK_ITER, BLOCK_D0,
                              BLOCK_D1, HAS_D1)
         s = _dot_nt(qa, qb, ka, kb, HAS_D1, PREC) * qk_scale                   # [HELD, ITER]
-        cols = k0 + tl.arange(0, BLOCK_ITER)
-        s = tl.where((cols < L)[None, :], s, float("-inf"))
+        if not EVEN_L:
+            cols = k0 + tl.arange(0, BLOCK_ITER)
+            s = tl.where((cols < L)[None, :], s, float("-inf"))
         p = tl.exp2(s - lse2[:, None])
         dp = _dot_nt(doa, dob, va, vb, HAS_D1, PREC)
         ds = (p * (dp - delta[:, None])).to(ka.dtype)
@@ -357,7 +361,8 @@ def _spatial_bwd_kernel(
     sg_n, sg_l, sg_h,   # strides of dq, dk, dv (all contiguous, same shape)
     N, L, H, F, scale, DTYPE_KEY,
     D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
-    PREC: tl.constexpr, BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr,
+    PREC: tl.constexpr, EVEN_L: tl.constexpr, BLOCK_HELD: tl.constexpr,
+    BLOCK_ITER: tl.constexpr,
 ):
     """One launch: the first N*H*cdiv(L, BLOCK_HELD) programs compute dk/dv (frame 0's first), the
     next as many compute dq."""
@@ -373,7 +378,7 @@ def _spatial_bwd_kernel(
         _dq_program(pid - n_kv, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                     sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
                     sg_n, sg_l, sg_h, L, H, F, qk_scale, scale,
-                    D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, BLOCK_HELD, BLOCK_ITER)
+                    D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, EVEN_L, BLOCK_HELD, BLOCK_ITER)
 
 
 # ----------------------------------------------------------------- launchers
@@ -395,13 +400,15 @@ def head_split(d: int):
 
 
 def _static_meta(q):
-    """Compile-time parameters shared by every launch: head dim, its column chunks, dot precision.
+    """Compile-time parameters shared by every launch: head dim, its column chunks, dot precision,
+    and EVEN_L (L is a multiple of 128, hence of every tile size: no key-tile score masks).
     fp32 inputs use exact fp32 dots (tf32 would miss the fp32 tolerance); fp16/bf16 use tensor
     cores with fp32 accumulation."""
     d = q.shape[-1]
     d0, d1, has_d1 = head_split(d)
     return {"D": d, "BLOCK_D0": d0, "BLOCK_D1": d1, "HAS_D1": has_d1,
-            "PREC": "ieee" if q.dtype == torch.float32 else "tf32"}
+            "PREC": "ieee" if q.dtype == torch.float32 else "tf32",
+            "EVEN_L": q.shape[1] % 128 == 0}
 
 
 def spatial_attention_fwd(q, k, v, num_frames: int, scale: float):
