@@ -36,9 +36,6 @@ import triton.language as tl
 from .._alloc import empty
 from ..backends import register_impl, triton_interpret
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
-
 
 # ----------------------------------------------------------------- configs
 def _fwd_configs():
