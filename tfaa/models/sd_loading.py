@@ -50,13 +50,20 @@ def load_unet2d(path: Union[str, os.PathLike], unet_config: Optional[Dict[str, A
         from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
         state = convert_ldm_unet_checkpoint(state, config)
-    unet = UNet2DConditionModel(**config)
-    result = unet.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path!r} does not fit the UNet config: missing keys {result.missing_keys[:8]} "
-                         f"({len(result.missing_keys)}), unexpected keys {result.unexpected_keys[:8]} "
-                         f"({len(result.unexpected_keys)})")
-    return unet.to(torch_dtype) if torch_dtype is not None else unet
+    with torch.device("meta"):  # check the fit before allocating anything
+        unet = UNet2DConditionModel(**config)
+    expected = unet.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(f"{path!r} does not fit the UNet config (pass unet_config for non-SD-1.x models): "
+                         f"missing keys {missing[:5]} ({len(missing)}), unexpected keys {unexpected[:5]} "
+                         f"({len(unexpected)}), shape-mismatched {mismatched[:5]} ({len(mismatched)})")
+    unet.load_state_dict({k: v.to(torch_dtype) if torch_dtype is not None else v for k, v in state.items()},
+                         assign=True)
+    return unet.eval()
 
 
 def _ldm_prefix_map(config: Dict[str, Any]) -> Dict[str, str]:

@@ -9,6 +9,11 @@ from torch import nn
 
 import tfaa_kernels
 
+try:  # the fused GroupNorm -> SiLU -> temporal conv layer of tfaa_kernels, when this version has it
+    from tfaa_kernels import GroupNormSpec
+except ImportError:  # pragma: no cover - older tfaa_kernels
+    GroupNormSpec = None
+
 
 class TemporalConv1d(nn.Module):
     """Holds an ``nn.Conv1d``-layout ``weight (C_out, C_in, K)`` and ``bias (C_out,)`` for
@@ -53,8 +58,12 @@ class TemporalConvBlock(nn.Module):
         nn.init.zeros_(self.convs[-1].bias)
 
     def norm_act_conv(self, h: torch.Tensor, i: int, num_frames: int) -> torch.Tensor:
-        """Layer ``i``: GroupNorm -> SiLU -> temporal conv. The one place to switch to a fused op."""
+        """Layer ``i``: GroupNorm -> SiLU -> temporal conv, as one fused op when tfaa_kernels has it
+        (``temporal_conv1d(..., norm=GroupNormSpec, activation="silu")``), else three ops."""
         norm, conv = self.norms[i], self.convs[i]
+        if GroupNormSpec is not None:
+            return tfaa_kernels.temporal_conv1d(h, conv.weight, conv.bias, num_frames, backend=self.backend,
+                                                norm=GroupNormSpec.from_module(norm), activation="silu")
         h = F.silu(norm(h))
         return tfaa_kernels.temporal_conv1d(h, conv.weight, conv.bias, num_frames, backend=self.backend)
 
