@@ -61,6 +61,19 @@ def test_kernel_cpu_shapes(backend, mode, shape, poison):
     check_against_reference(q, k, v, None, num_frames, mode, backend, 1e-5, scale=0.3)
 
 
+@pytest.mark.parametrize("target_programs", [1, 1 << 20])
+def test_triton_temporal_backward_paths(target_programs, monkeypatch, poison):
+    """Both backward paths: one program per clip walking all frames (frame-0 gradient written
+    directly), and frames split into chunks (frame-0 gradient reduced from fp32 partials)."""
+    if "triton" not in CPU_KERNELS + GPU_KERNELS:
+        pytest.skip("no triton")
+    from tfaa_kernels.triton import temporal_attention
+    monkeypatch.setattr(temporal_attention, "_TARGET_PROGRAMS", target_programs)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    q, k, v, qkv = packed_qkv(2 * 5, 6, 2, 8, device=dev)
+    check_against_reference(q, k, v, qkv, 5, "temporal", "triton", 1e-5)
+
+
 @pytest.mark.parametrize("backend", CPU_KERNELS)
 def test_kernel_cpu_transposed_views(backend, poison):
     """Views with permuted (token/head) strides, as from a (B*F, H, L, D) projection."""
