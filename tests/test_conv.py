@@ -476,3 +476,14 @@ def test_compile_fullgraph_gpu(backend, fused):
     x = torch.randn(8, 128, 8, 8, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=CL)
     x.requires_grad_(True)
     _compile_matches_eager(m, x, 4, 2e-2)
+
+
+def test_fused_reference_fp32_norm_params_bf16_input():
+    """The torch path takes fp32 GroupNorm parameters with bf16 x (cast to x's dtype)."""
+    x = torch.randn(4, 8, 3, 3, dtype=torch.bfloat16)
+    w, b = torch.randn(5, 8, 3, dtype=torch.bfloat16), torch.randn(5, dtype=torch.bfloat16)
+    gw = torch.randn(8, requires_grad=True)
+    y = tk.temporal_conv1d(x, w, b, 2, backend="torch", norm=GroupNormSpec(4, gw, None), activation="silu")
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert gw.grad.dtype == torch.float32 and torch.isfinite(gw.grad).all()

@@ -102,7 +102,8 @@ def group_norm_silu_temporal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias:
         weight, bias, num_frames: as in :func:`temporal_conv1d`.
         num_groups: GroupNorm groups over each frame's ``(C_in, H, W)`` image (nn.GroupNorm
             semantics), or None for no normalization.
-        gn_weight, gn_bias: ``(C_in,)`` affine parameters of the GroupNorm, or None.
+        gn_weight, gn_bias: ``(C_in,)`` affine parameters of the GroupNorm, or None; cast to x's
+            dtype (so fp32 parameters work with half-precision x; gradients flow back through the cast).
         eps: GroupNorm epsilon.
         activation: ``"silu"`` or None.
 
@@ -111,7 +112,9 @@ def group_norm_silu_temporal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias:
     """
     a = x
     if num_groups is not None:
-        a = F.group_norm(a, num_groups, gn_weight, gn_bias, eps)
+        gw = gn_weight.to(x.dtype) if gn_weight is not None else None
+        gb = gn_bias.to(x.dtype) if gn_bias is not None else None
+        a = F.group_norm(a, num_groups, gw, gb, eps)
     if activation == "silu":
         a = F.silu(a)
     elif activation is not None:

@@ -41,8 +41,7 @@ _DW_KEY = ["C_IN", "C_OUT", "HW", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYP
 def _gemm_configs():
     """(BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages) tried on the GPU."""
     shapes = [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 32, 4, 4),
-              (256, 64, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (64, 64, 64, 4, 4),
-              (128, 64, 32, 4, 5)]
+              (256, 64, 64, 8, 3), (256, 128, 32, 8, 3)]
     return [triton.Config({"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci}, num_warps=w, num_stages=s)
             for bp, bco, bci, w, s in shapes]
 
@@ -50,7 +49,7 @@ def _gemm_configs():
 def _dw_configs():
     """(BLOCK_P, num_warps, num_stages); BLOCK_CO/BLOCK_CI are fixed by the host (they set the split)."""
     return [triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
-            for bp, w, s in ((32, 4, 4), (64, 4, 3), (64, 8, 3), (128, 8, 3), (32, 8, 5))]
+            for bp, w, s in ((32, 4, 4), (64, 8, 3), (128, 8, 3))]
 
 
 def _tunable(configs, key):
@@ -91,7 +90,7 @@ def _conv_gemm_kernel(
     sx_n, sx_c, sx_h, sx_w, sy_n, sy_c, sy_h, sy_w, sw_t, sw_r, sw_o,
     C_RED, C_OUT, HW, W, F, KT,
     FLAT_X: tl.constexpr, FLAT_Y: tl.constexpr, HAS_BIAS: tl.constexpr,
-    PROLOGUE: tl.constexpr, SILU: tl.constexpr, IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
+    PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     """y[n, co, p] = bias[co] + sum_{t, ci} w[t, ci, co] * act(x[n + t - KT//2, ci, p]) for the
@@ -127,7 +126,7 @@ def _conv_gemm_kernel(
         n_src = n + (t - pad)
         a = tl.load(x_ptr + n_src * sx_n + x_pix[:, None] + ci.to(tl.int64)[None, :] * sx_c,
                     mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
-        if PROLOGUE or SILU:
+        if TRANSFORM:  # PROLOGUE or SILU
             a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, ci, ci_mask, C_RED,
                           PROLOGUE, SILU).to(w_ptr.dtype.element_ty)
         wt = tl.load(w_ptr + t.to(tl.int64) * sw_t + ci.to(tl.int64)[:, None] * sw_r
@@ -151,7 +150,7 @@ def _conv_dw_kernel(
     sd_n, sd_c, sd_h, sd_w, sx_n, sx_c, sx_h, sx_w, sp_s, sp_o, sp_i, sp_t,
     C_IN, C_OUT, HW, W, F, KT, N_CLIPS, SPLIT,
     FLAT_DY: tl.constexpr, FLAT_X: tl.constexpr,
-    PROLOGUE: tl.constexpr, SILU: tl.constexpr, IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
+    PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     """part[s, co, ci, t] = sum over split s of the (frame, pixel block) items of tap t:
@@ -191,7 +190,7 @@ def _conv_dw_kernel(
                      mask=co_mask[:, None] & p_mask[None, :], other=0.0)
         a = tl.load(x_ptr + n_src * sx_n + x_pix[:, None] + offs_ci.to(tl.int64)[None, :] * sx_c,
                     mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
-        if PROLOGUE or SILU:
+        if TRANSFORM:  # PROLOGUE or SILU
             a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask, C_IN,
                           PROLOGUE, SILU)
             a = tl.where(p_mask[:, None], a, 0.0).to(dy_ptr.dtype.element_ty)
@@ -206,25 +205,27 @@ def _conv_dw_kernel(
 
 @triton.jit
 def _gn_stats_kernel(
-    x_ptr, mean_ptr, rstd_ptr, sx_n, sx_c, sx_h, sx_w,
-    HW, W, G, CPG, eps,
+    x_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, scale_ptr, shift_ptr, sx_n, sx_c, sx_h, sx_w,
+    HW, W, G, CPG, inv_count, eps,
+    HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr,
     FLAT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """mean, rstd of x[n, g*CPG:(g+1)*CPG, :, :] in fp32 (two passes); program = (n, g)."""
+    """mean, rstd of x[n, g*CPG:(g+1)*CPG, :, :] in fp32 (two passes), and the GroupNorm folded
+    into scale[n, c] = rstd * gamma[c], shift[n, c] = beta[c] - mean * scale[n, c] (each (N, C)
+    contiguous); program = (n, g)."""
     pid = tl.program_id(0)
     n = (pid // G).to(tl.int64)
     g = pid % G
     offs_c = g * CPG + tl.arange(0, BLOCK_C)
     c_mask = tl.arange(0, BLOCK_C) < CPG
     base = x_ptr + n * sx_n + offs_c.to(tl.int64)[None, :] * sx_c
-    count = (CPG * HW).to(tl.float32)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for p0 in range(0, HW, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
         m = (offs_p < HW)[:, None] & c_mask[None, :]
         acc += tl.load(base + _pixel_offsets(offs_p, W, sx_h, sx_w, FLAT)[:, None], mask=m,
                        other=0.0).to(tl.float32)
-    mean = tl.sum(tl.sum(acc, axis=1), axis=0) / count
+    mean = tl.sum(tl.sum(acc, axis=1), axis=0) * inv_count
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for p0 in range(0, HW, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
@@ -233,9 +234,19 @@ def _gn_stats_kernel(
                     other=0.0).to(tl.float32)
         d = tl.where(m, v - mean, 0.0)
         acc += d * d
-    var = tl.sum(tl.sum(acc, axis=1), axis=0) / count
+    var = tl.sum(tl.sum(acc, axis=1), axis=0) * inv_count
+    rstd = 1.0 / tl.sqrt(var + eps)
     tl.store(mean_ptr + pid, mean)
-    tl.store(rstd_ptr + pid, 1.0 / tl.sqrt(var + eps))
+    tl.store(rstd_ptr + pid, rstd)
+    scale = tl.full((BLOCK_C,), 1.0, tl.float32) * rstd
+    if HAS_GAMMA:
+        scale = scale * tl.load(gamma_ptr + offs_c, mask=c_mask, other=0.0).to(tl.float32)
+    shift = -mean * scale
+    if HAS_BETA:
+        shift += tl.load(beta_ptr + offs_c, mask=c_mask, other=0.0).to(tl.float32)
+    c_total = G * CPG
+    tl.store(scale_ptr + n * c_total + offs_c, scale, mask=c_mask)
+    tl.store(shift_ptr + n * c_total + offs_c, shift, mask=c_mask)
 
 
 # ----------------------------------------------------------------------------------- host side
@@ -273,15 +284,16 @@ def _pixel_strides(t: torch.Tensor) -> Tuple[int, int, bool]:
 
 def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], num_frames: int,
           out_format: torch.memory_format, scale: Optional[torch.Tensor] = None,
-          shift: Optional[torch.Tensor] = None, silu: bool = False) -> torch.Tensor:
+          shift: Optional[torch.Tensor] = None, silu: bool = False,
+          out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """The implicit GEMM: ``y[n] = bias + sum_t act(x[n + t - K//2]) @ wpack[t]`` (in-clip taps).
 
     x: (N, C_red, H, W) any strides; wpack: (K, C_red, C_out) any strides; scale/shift: (N, C_red)
-    fp32 contiguous or None. Returns (N, C_out, H, W) in ``out_format``, x's dtype.
+    fp32 contiguous or None. Returns (N, C_out, H, W) in ``out_format``, ``out_dtype`` (default x's).
     """
     n, c_red, h, w = x.shape
     kt, _, c_out = wpack.shape
-    y = empty((n, c_out, h, w), x.dtype, x.device, memory_format=out_format)
+    y = empty((n, c_out, h, w), out_dtype or x.dtype, x.device, memory_format=out_format)
     sx_h, sx_w, flat_x = _pixel_strides(x)
     sy_h, sy_w, flat_y = _pixel_strides(y)
     prologue = scale is not None
@@ -297,7 +309,7 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
         x.stride(0), x.stride(1), sx_h, sx_w, y.stride(0), y.stride(1), sy_h, sy_w,
         wpack.stride(0), wpack.stride(1), wpack.stride(2),
         c_red, c_out, h * w, w, num_frames, kt,
-        FLAT_X=flat_x, FLAT_Y=flat_y, HAS_BIAS=bias is not None, PROLOGUE=prologue, SILU=silu,
+        FLAT_X=flat_x, FLAT_Y=flat_y, HAS_BIAS=bias is not None, PROLOGUE=prologue, SILU=silu, TRANSFORM=prologue or silu,
         IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta)
     return y
 
@@ -335,38 +347,30 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
         dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
         part.stride(0), part.stride(1), part.stride(2), part.stride(3),
         c_in, c_out, h * w, w, num_frames, kt, n // num_frames, split,
-        FLAT_DY=flat_d, FLAT_X=flat_x, PROLOGUE=prologue, SILU=silu,
+        FLAT_DY=flat_d, FLAT_X=flat_x, PROLOGUE=prologue, SILU=silu, TRANSFORM=prologue or silu,
         IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta)
     return part.sum(0)
 
 
-def _group_stats(x: torch.Tensor, num_groups: int, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-(frame, group) mean and 1/sqrt(var + eps) of x (N, C, H, W), fp32, each (N, G)."""
+def _affine(x, num_groups, gn_weight, gn_bias, eps):
+    """GroupNorm of x (N, C, H, W) folded into per-(frame, channel) scale/shift (N, C) fp32, plus
+    mean, rstd (N, G) fp32: one stats kernel, two reads of x."""
     n, c, h, w = x.shape
     cpg = c // num_groups
     mean = torch.empty((n, num_groups), dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
+    scale = torch.empty((n, c), dtype=torch.float32, device=x.device)
+    shift = torch.empty_like(scale)
     s_h, s_w, flat = _pixel_strides(x)
     block_c = triton.next_power_of_2(cpg)
     block_p = max(1, min(triton.next_power_of_2(h * w), (16 if triton_interpret() else 4096) // block_c))
     _gn_stats_kernel[(n * num_groups,)](
-        x, mean, rstd, x.stride(0), x.stride(1), s_h, s_w, h * w, w, num_groups, cpg, float(eps),
+        x, gn_weight if gn_weight is not None else x, gn_bias if gn_bias is not None else x,
+        mean, rstd, scale, shift, x.stride(0), x.stride(1), s_h, s_w,
+        h * w, w, num_groups, cpg, 1.0 / (cpg * h * w), float(eps),
+        HAS_GAMMA=gn_weight is not None, HAS_BETA=gn_bias is not None,
         FLAT=flat, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
-    return mean, rstd
-
-
-def _affine(x, num_groups, gn_weight, gn_bias, eps):
-    """GroupNorm folded into per-(frame, channel) scale/shift (N, C) fp32, plus mean, rstd (N, G)."""
-    c = x.shape[1]
-    mean, rstd = _group_stats(x, num_groups, eps)
-    cpg = c // num_groups
-    scale = rstd.repeat_interleave(cpg, dim=1)
-    if gn_weight is not None:
-        scale = scale * gn_weight.float()[None, :]
-    shift = -mean.repeat_interleave(cpg, dim=1) * scale
-    if gn_bias is not None:
-        shift = shift + gn_bias.float()[None, :]
-    return scale.contiguous(), shift.contiguous(), mean, rstd
+    return scale, shift, mean, rstd
 
 
 def _fwd_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -447,7 +451,7 @@ def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: i
         scale, shift, mean, rstd = _affine(x, num_groups, gn_weight, gn_bias, eps)
     dw = _weight_grad(dy, x, weight.shape[2], num_frames, scale, shift, silu).to(weight.dtype)
     db = _bias_grad(dy, need_bias_grad, weight.shape[0], weight.dtype)
-    da = _gemm(dy, _dx_weight(weight), None, num_frames, torch.contiguous_format)
+    da = _gemm(dy, _dx_weight(weight), None, num_frames, torch.contiguous_format, out_dtype=torch.float32)
     dx, dgamma, dbeta = _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, silu)
     dx = dx.to(x.dtype).contiguous(memory_format=fmt)
     if dgamma is None:

@@ -1,0 +1,218 @@
+"""Temporal 1D conv microbenchmark (DESIGN.md §1b, §5 shapes S1 and S2), bf16, K=3, one process.
+
+Plain conv: every kernel backend on NCHW and channels_last input, the einops reference
+(rearrange + Conv1d + rearrange), Conv3d with kernel (3, 1, 1) on a ``b c f h w`` tensor (diffusers'
+TemporalConvLayer; input already in that layout) and a cuBLAS GEMM ``(B*F*H*W, 3*C_in) @ (3*C_in,
+C_out)`` with the conv's FLOPs. One layer of the temporal conv block (GroupNorm(32) -> SiLU -> conv):
+the fused kernel against the unfused chains (torch GroupNorm + SiLU, then each conv), eager and
+torch.compile'd. Forward and forward+backward (grads of x, weight, bias and, for the block layer,
+the GroupNorm parameters), medians of ``triton.testing.do_bench``.
+
+TFLOP/s count exactly the in-clip taps: ``2 * C_out * C_in * H*W * B * (K*F - 2*sum_{j<K//2}(K//2-j))``
+for the forward, 3x that for forward+backward (the GEMM row counts its own FLOPs: all K taps). The
+HBM floor of the forward is (read x + write y) over the measured copy bandwidth.
+
+    python benchmarks/bench_conv.py [--results benchmarks/RESULTS.md] [--smoke]
+
+``--smoke`` runs tiny shapes once on any device (CPU: Triton interpreter) to check the code path.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if "--smoke" in sys.argv and not __import__("torch").cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tfaa_kernels as tk  # noqa: E402
+from tfaa_kernels import GroupNormSpec, reference  # noqa: E402
+from tfaa_kernels.backends import has_impl  # noqa: E402
+from common import copy_bandwidth_gbs, env_line, fmt, markdown_table, median_ms, write_section  # noqa: E402
+
+# name: (B, F, H, W, C)
+SHAPES = {"S1": (2, 16, 64, 64, 320), "S2": (2, 16, 16, 16, 1280)}
+SMOKE = {"tiny": (1, 3, 4, 4, 32)}
+K = 3
+GROUPS = 32
+
+
+def in_clip_taps(num_frames: int, kk: int) -> int:
+    """Number of (frame, tap) pairs whose source frame lies inside the clip."""
+    pad = kk // 2
+    return sum(1 for f in range(num_frames) for t in range(kk) if 0 <= f + t - pad < num_frames)
+
+
+def conv_flops(shape) -> float:
+    b, f, h, w, c = shape
+    return 2.0 * c * c * h * w * b * in_clip_taps(f, K)
+
+
+def kernel_backends(op="temporal_conv1d"):
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return [b for b in ("triton", "cuda") if b in tk.available_backends(dev) and has_impl(op, b)]
+
+
+class Inputs:
+    """x (NCHW and channels_last copies), x as b c f h w, conv and GroupNorm parameters, dy."""
+
+    def __init__(self, shape, dtype, device):
+        b, f, h, w, c = shape
+        self.num_frames = f
+        self.x = torch.randn(b * f, c, h, w, device=device, dtype=dtype, requires_grad=True)
+        self.x_cl = self.x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        self.x5 = self.x.detach().unflatten(0, (b, f)).transpose(1, 2).contiguous().requires_grad_(True)
+        self.weight = (torch.randn(c, c, K, device=device, dtype=dtype) / (c * K) ** 0.5).requires_grad_(True)
+        self.bias = torch.randn(c, device=device, dtype=dtype, requires_grad=True)
+        self.gn_w = (1 + 0.1 * torch.randn(c, device=device, dtype=dtype)).requires_grad_(True)
+        self.gn_b = (0.1 * torch.randn(c, device=device, dtype=dtype)).requires_grad_(True)
+        self.dy = torch.randn(b * f, c, h, w, device=device, dtype=dtype)
+        self.dy_cl = self.dy.contiguous(memory_format=torch.channels_last)
+        self.dy5 = self.dy.unflatten(0, (b, f)).transpose(1, 2).contiguous()
+        m, kr = b * f * h * w, K * c
+        self.a = torch.randn(m, kr, device=device, dtype=dtype, requires_grad=True)
+        self.bmat = torch.randn(kr, c, device=device, dtype=dtype, requires_grad=True)
+        self.dmat = torch.randn(m, c, device=device, dtype=dtype)
+
+
+def conv3d(x5, weight, bias):
+    """diffusers TemporalConvLayer style: Conv3d (K, 1, 1) over b c f h w, zero padding in f."""
+    return F.conv3d(x5, weight[..., None, None], bias, padding=(K // 2, 0, 0))
+
+
+def plain_candidates(inp: Inputs):
+    """name -> (forward fn, inputs to differentiate, dy)."""
+    f = inp.num_frames
+    w, b = inp.weight, inp.bias
+    c = {}
+    for be in kernel_backends():
+        c[f"{be} (NCHW)"] = ((lambda be: lambda: tk.temporal_conv1d(inp.x, w, b, f, backend=be))(be),
+                             (inp.x, w, b), inp.dy)
+        c[f"{be} (channels_last)"] = ((lambda be: lambda: tk.temporal_conv1d(inp.x_cl, w, b, f, backend=be))(be),
+                                      (inp.x_cl, w, b), inp.dy_cl)
+    c["einops reference (rearrange + Conv1d)"] = (lambda: reference.temporal_conv1d(inp.x, w, b, f),
+                                                  (inp.x, w, b), inp.dy)
+    c["Conv3d (3,1,1) on b c f h w"] = (lambda: conv3d(inp.x5, w, b), (inp.x5, w, b), inp.dy5)
+    c["cuBLAS GEMM (BFHW x 3C) @ (3C x C)"] = (lambda: inp.a @ inp.bmat, (inp.a, inp.bmat), inp.dmat)
+    return c
+
+
+def block_candidates(inp: Inputs):
+    """One temporal-conv-block layer: GroupNorm(32) -> SiLU -> conv, fused and unfused."""
+    f = inp.num_frames
+    w, b, gw, gb = inp.weight, inp.bias, inp.gn_w, inp.gn_b
+    spec = GroupNormSpec(GROUPS, gw, gb, 1e-5)
+
+    def gn_silu(x):
+        return F.silu(F.group_norm(x, GROUPS, gw, gb, 1e-5))
+
+    c = {}
+    for be in kernel_backends("temporal_conv1d_gn_silu"):
+        for lay, x, dy in (("NCHW", inp.x, inp.dy), ("channels_last", inp.x_cl, inp.dy_cl)):
+            c[f"fused {be} GN+SiLU+conv ({lay})"] = (
+                (lambda be, x: lambda: tk.temporal_conv1d(x, w, b, f, backend=be, norm=spec, activation="silu"))(be, x),
+                (x, w, b, gw, gb), dy)
+    for be in kernel_backends():
+        c[f"torch GN+SiLU, {be} conv (NCHW)"] = (
+            (lambda be: lambda: tk.temporal_conv1d(gn_silu(inp.x), w, b, f, backend=be))(be), (inp.x, w, b, gw, gb), inp.dy)
+    c["torch GN+SiLU, einops reference conv"] = (lambda: reference.temporal_conv1d(gn_silu(inp.x), w, b, f),
+                                                 (inp.x, w, b, gw, gb), inp.dy)
+    c["torch GN+SiLU, Conv3d (b c f h w)"] = (lambda: conv3d(gn_silu(inp.x5), w, b), (inp.x5, w, b, gw, gb), inp.dy5)
+    if torch.cuda.is_available():
+        chain = torch.compile(lambda x5, w, b, gw, gb: conv3d(F.silu(F.group_norm(x5, GROUPS, gw, gb, 1e-5)), w, b))
+        c["torch.compile(GN+SiLU+Conv3d)"] = (lambda: chain(inp.x5, w, b, gw, gb), (inp.x5, w, b, gw, gb), inp.dy5)
+    return c
+
+
+def check(inp: Inputs, dtype) -> float:
+    """Relative error of the default kernel backend's forward against the fp64 reference on one clip."""
+    bes = kernel_backends()
+    if not bes:
+        return float("nan")
+    f = inp.num_frames
+    y = tk.temporal_conv1d(inp.x_cl, inp.weight, inp.bias, f, backend=bes[0])[:f].double()
+    ref = reference.temporal_conv1d(inp.x[:f].double(), inp.weight.double(), inp.bias.double(), f)
+    return ((y - ref).norm() / ref.norm()).item()
+
+
+def measure(fn, leaves, dy):
+    def fwd_bwd():
+        torch.autograd.grad(fn(), leaves, dy)
+    with torch.no_grad():
+        t_f = median_ms(fn)
+    t_fb = median_ms(fwd_bwd)
+    return t_f, t_fb
+
+
+def run(shapes, dtype, device):
+    bw = copy_bandwidth_gbs()
+    rows = []
+    for sname, shape in shapes.items():
+        inp = Inputs(shape, dtype, device)
+        err = check(inp, dtype)
+        flops = conv_flops(shape)
+        b, f, h, w, c = shape
+        floor = (2 * b * f * c * h * w * torch.finfo(dtype).bits / 8) / (bw * 1e9) * 1e3 if bw else None
+        for section, cands in (("conv", plain_candidates(inp)), ("GN+SiLU+conv layer", block_candidates(inp))):
+            for name, (fn, leaves, dy) in cands.items():
+                try:
+                    t_f, t_fb = measure(fn, leaves, dy)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    t_f = t_fb = None
+                fl = (2.0 * inp.a.shape[0] * inp.a.shape[1] * c) if name.startswith("cuBLAS") else flops
+                row = {"shape": sname, "section": section, "name": name, "fwd": t_f, "fwd+bwd": t_fb,
+                       "dtype": str(dtype).replace("torch.", ""),
+                       "TFLOP/s": fl / (t_f * 1e-3) / 1e12 if t_f else None,
+                       "fb TFLOP/s": 3 * fl / (t_fb * 1e-3) / 1e12 if t_fb else None,
+                       "floor": floor, "err": err}
+                rows.append(row)
+                print(section, sname, {k: v for k, v in row.items() if k not in ("section", "shape", "dtype")}, flush=True)
+        del inp
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return bw, rows
+
+
+def render(bw, rows) -> str:
+    out = [f"Device: {env_line()}; {rows[0]['dtype'] if rows else ''}, K=3; medians of triton.testing.do_bench (ms). TFLOP/s count "
+           "in-clip taps only (the GEMM row: its own 2*M*N*K); fwd+bwd FLOPs = 3x fwd."]
+    if bw:
+        out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s; HBM floor of the forward = read x + write y.")
+    errs = {r["shape"]: r["err"] for r in rows}
+    out.append("Kernel forward vs fp64 reference (rel. Frobenius error, channels_last, one clip): "
+               + ", ".join(f"{s} {e:.2e}" for s, e in errs.items()))
+    hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd / fwd", "fwd+bwd TFLOP/s"]
+    for section in ("conv", "GN+SiLU+conv layer"):
+        out.append(f"\n**{section}**\n")
+        body = [[r["shape"], r["name"], fmt(r["fwd"]), fmt(r["TFLOP/s"], 0),
+                 fmt(r["floor"] / r["fwd"], 2) if r["floor"] and r["fwd"] else "—",
+                 fmt(r["fwd+bwd"]), fmt(r["fwd+bwd"] / r["fwd"], 2) if r["fwd"] and r["fwd+bwd"] else "—",
+                 fmt(r["fb TFLOP/s"], 0)] for r in rows if r["section"] == section]
+        out.append(markdown_table(hdr, body))
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", help="write the table into this RESULTS.md section")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, any device: checks the code path")
+    args = ap.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    shapes = SMOKE if args.smoke else SHAPES
+    if not args.smoke and device != "cuda":
+        sys.exit("bench_conv needs a CUDA GPU (use --smoke to check the code path on CPU)")
+    bw, rows = run(shapes, dtype, device)
+    text = render(bw, rows)
+    if args.results and not args.smoke:
+        write_section(args.results, "bench_conv", "## Temporal 1D conv (bench_conv.py)\n\n" + text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
