@@ -95,11 +95,18 @@ def measure(name, fn, shape, mode, dtype, device, bw_gbs):
         out = fn(q, k, v, f)
         torch.autograd.grad(out, (qkv,), dout)
     with torch.no_grad():
+        # every timed implementation must compute the op: compare with the fp32 reference once
+        ref_mode = "temporal" if name == "AnimateDiff full temporal (SDPA)" or mode == "temporal" else mode
+        err = None
+        if not name.startswith(("AnimateDiff", "per-frame")):
+            ref = reference.first_adjacent_attention(q.float(), k.float(), v.float(), f, ref_mode)
+            err = ((fwd().float() - ref).norm() / ref.norm()).item()
+            del ref
         t_f = median_ms(fwd)
     t_fb = median_ms(fwd_bwd)
     mem = peak_mib(fwd_bwd)
     elem = b * f * h * w * c * torch.finfo(dtype).bits // 8       # bytes of one of q/k/v/out
-    row = {"name": name, "fwd": t_f, "fwd+bwd": t_fb, "mem": mem}
+    row = {"name": name, "fwd": t_f, "fwd+bwd": t_fb, "mem": mem, "err": err}
     if mode == "temporal":
         row["GB/s"] = 4 * elem / (t_f * 1e-3) / 1e9
         row["floor"] = (4 * elem / (bw_gbs * 1e9) * 1e3) if bw_gbs else None
@@ -135,23 +142,28 @@ def run(shapes, modes, dtype, device):
     return bw, sections
 
 
+def _err(r) -> str:
+    return "—" if r.get("err") is None else f"{r['err']:.1e}"
+
+
 def render(bw, sections) -> str:
-    out = [f"Device: {env_line()}; bf16; medians of triton.testing.do_bench (ms)."]
+    out = [f"Device: {env_line()}; bf16; medians of triton.testing.do_bench (ms); rel.err: forward "
+           "output against the fp32 reference on the same inputs."]
     if bw:
         out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s (read + write).")
     for mode, rows in sections:
         out.append(f"\n**{mode} mode**\n")
         if mode == "temporal":
-            hdr = ["shape", "impl", "fwd ms", "fwd GB/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd floor/time", "peak MiB fwd+bwd"]
+            hdr = ["shape", "impl", "fwd ms", "fwd GB/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd floor/time", "peak MiB fwd+bwd", "rel.err"]
             body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("GB/s"), 0),
                      fmt(r["floor"] / r["fwd"], 2) if r.get("floor") and r.get("fwd") else "—",
                      fmt(r.get("fwd+bwd")),
                      fmt(r["fb_floor"] / r["fwd+bwd"], 2) if r.get("fb_floor") and r.get("fwd+bwd") else "—",
-                     fmt(r.get("mem"), 0)] for r in rows]
+                     fmt(r.get("mem"), 0), _err(r)] for r in rows]
         else:
-            hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "peak MiB fwd+bwd"]
+            hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "peak MiB fwd+bwd", "rel.err"]
             body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("TFLOP/s"), 1), fmt(r.get("fwd+bwd")),
-                     fmt(r.get("fb TFLOP/s"), 1), fmt(r.get("mem"), 0)] for r in rows]
+                     fmt(r.get("fb TFLOP/s"), 1), fmt(r.get("mem"), 0), _err(r)] for r in rows]
         out.append(markdown_table(hdr, body))
     return "\n".join(out)
 

@@ -35,6 +35,7 @@ import triton.language as tl
 
 from .._alloc import empty
 from ..backends import register_impl, triton_interpret
+from ._autotune import tunable
 
 
 # ----------------------------------------------------------------- configs
@@ -68,17 +69,7 @@ def _prune_fp32(configs, named_args, **kwargs):
     return small or configs[-1:]
 
 
-def _tunable(configs):
-    """Autotune over ``configs`` on the GPU, keyed on L/H/D/dtype; under the interpreter return the
-    kernel untouched (the launchers then pass one small config, _INTERP_FWD / _INTERP_BWD)."""
-    def wrap(fn):
-        if triton_interpret():
-            return fn
-        return triton.autotune(configs=configs, key=["L", "H", "D", "DTYPE_KEY"],
-                               prune_configs_by={"early_config_prune": _prune_fp32})(fn)
-    return wrap
-
-
+_KEY = ["L", "H", "D", "DTYPE_KEY"]
 _INTERP_FWD = {"BLOCK_M": 16, "BLOCK_N": 16}
 _INTERP_BWD = {"BLOCK_HELD": 16, "BLOCK_ITER": 16}
 
@@ -171,7 +162,7 @@ def _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_base, v_base, sk_l, sv_l, n_keys
     return acc0, acc1, m_i, l_i
 
 
-@_tunable(_fwd_configs())
+@tunable(_fwd_configs(), key=_KEY, prune=_prune_fp32)
 @triton.jit
 def _spatial_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
@@ -350,7 +341,7 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                  D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
-@_tunable(_bwd_configs())
+@tunable(_bwd_configs(), key=_KEY, prune=_prune_fp32)
 @triton.jit
 def _spatial_bwd_kernel(
     do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr, dk_ptr, dv_ptr,
