@@ -11,7 +11,8 @@ as forward hooks of the spatial modules they follow (thesis Fig. 3.1/3.2):
 
 ``num_frames`` is an argument of :meth:`VideoUNet.forward`. ``num_frames == 1`` is an image:
 the temporal blocks are skipped, so the output equals the image UNet's exactly whatever the
-temporal weights are. A freshly inflated model (zero-initialised output layers) also equals the
+temporal weights are. Calling ``video_unet.unet`` directly (outside :meth:`VideoUNet.forward`) runs
+the image model alone. A freshly inflated model (zero-initialised output layers) also equals the
 image UNet at any ``F``.
 """
 from __future__ import annotations
@@ -49,16 +50,14 @@ class _FrameState:
 
 
 class _TemporalHook:
-    """Forward hook: ``output -> block(output, num_frames)``, identity when ``num_frames == 1``."""
+    """Forward hook: ``output -> block(output, num_frames)``; identity for ``num_frames`` 1 or None."""
 
     def __init__(self, block: nn.Module, frames: _FrameState):
         self.block, self.frames = block, frames
 
     def __call__(self, module, args, output):
         num_frames = self.frames.num_frames
-        if num_frames is None:
-            raise RuntimeError("temporal modules run only inside VideoUNet.forward(..., num_frames=F)")
-        if num_frames == 1:
+        if num_frames is None or num_frames == 1:  # images (or self.unet called directly)
             return output
         return self.block(output, num_frames)
 
