@@ -41,7 +41,7 @@ def encode_pixels(vae, pixel_values: torch.Tensor, chunk: int = 16) -> torch.Ten
     p = next(vae.parameters())
     outs = [vae.encode(flat[i:i + chunk].to(p.device, p.dtype)).latent_dist.mode()
             for i in range(0, flat.shape[0], chunk)]
-    lat = torch.cat(outs).float() * float(vae.config.scaling_factor)
+    lat = (torch.cat(outs).float() * float(vae.config.scaling_factor)).contiguous()
     return lat.reshape(b, f, *lat.shape[1:])
 
 
