@@ -1,0 +1,114 @@
+"""temporal_conv1d on the "cuda" backend (csrc/temporal_conv.cu, conv_reductions.cu) against the
+float64 reference: NCHW and channels_last, K in {1, 3, 5}, C_in != C_out, F in {1, 2, 3, 5, 16},
+fp32/bf16/fp16, with and without bias, forward and every gradient, poisoned outputs. GPU only."""
+import pytest
+import torch
+
+import tfaa_kernels as tk
+from tfaa_kernels import reference
+from tfaa_kernels.backends import available_backends
+from helpers import TOL, TOL_TF32, assert_close
+
+pytestmark = pytest.mark.gpu
+CL = torch.channels_last
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _cuda_backend():
+    if not (torch.cuda.is_available() and "cuda" in available_backends("cuda")):
+        pytest.skip("the cuda backend is not available here")
+
+
+def tol_for(dtype):
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return TOL_TF32
+    return TOL[dtype]
+
+
+def run_case(bf, num_frames, c_in, c_out, h, w, kk, dtype, layout, with_bias):
+    dev = "cuda"
+    x = torch.randn(bf, c_in, h, w, dtype=dtype, device=dev)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CL)
+    weight = torch.randn(c_out, c_in, kk, dtype=dtype, device=dev) / (c_in * kk) ** 0.5
+    bias = torch.randn(c_out, dtype=dtype, device=dev) if with_bias else None
+    leaves = [t.requires_grad_(True) for t in (x, weight, bias) if t is not None]
+
+    y = tk.temporal_conv1d(x, weight, bias, num_frames, backend="cuda")
+    fmt = CL if layout == "channels_last" and not x.is_contiguous() else torch.contiguous_format
+    assert y.dtype == dtype and y.is_contiguous(memory_format=fmt)
+
+    d64 = [t.detach().double().requires_grad_(True) for t in leaves]
+    ref = reference.temporal_conv1d(d64[0], d64[1], d64[2] if with_bias else None, num_frames)
+    tol = tol_for(dtype)
+    what = f"{layout} K={kk} F={num_frames} {dtype}"
+    assert_close(y, ref, tol, f"{what} forward")
+
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, leaves, dy)
+    ref_grads = torch.autograd.grad(ref, d64, dy.double())
+    for name, g, r in zip(("dx", "dweight", "dbias"), grads, ref_grads):
+        assert_close(g, r, tol, f"{what} {name}")
+    assert grads[0].is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_frames", [1, 2, 3, 5, 16])
+@pytest.mark.parametrize("kk", [1, 3, 5])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_conv_cuda_against_reference(layout, kk, num_frames, dtype, poison):
+    _cuda_backend()
+    run_case(2 * num_frames, num_frames, 6, 10, 5, 7, kk, dtype, layout, with_bias=True)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv_cuda_no_bias_aligned(layout, dtype, poison):
+    """No bias (beta = 0 GEMMs), 16-byte aligned rows (vector bias-fill path off), C_out > C_in."""
+    _cuda_backend()
+    run_case(3 * 4, 4, 16, 24, 8, 8, 3, dtype, layout, with_bias=False)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_conv_cuda_sd_width(layout, poison):
+    """An SD-like width (C = 320) in bf16: cuBLAS tensor-core paths, 16 frames, 2 clips."""
+    _cuda_backend()
+    run_case(2 * 16, 16, 320, 320, 16, 16, 3, torch.bfloat16, layout, with_bias=True)
+
+
+def test_conv_cuda_weight_grad_chunked_slots(poison):
+    """C = 1280: the weight-gradient workspace holds fewer slots than frames (chunked GEMM batches)."""
+    _cuda_backend()
+    run_case(16, 16, 1280, 1280, 2, 2, 3, torch.float32, "nchw", with_bias=True)
+
+
+def test_conv_cuda_backward_deterministic():
+    _cuda_backend()
+    x = torch.randn(2 * 8, 64, 16, 16, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(48, 64, 3, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(48, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    y = tk.temporal_conv1d(x, w, b, 8, backend="cuda")
+    dy = torch.randn_like(y)
+    g1 = torch.autograd.grad(y, [x, w, b], dy, retain_graph=True)
+    g2 = torch.autograd.grad(y, [x, w, b], dy)
+    for a, c in zip(g1, g2):
+        assert torch.equal(a, c)
+
+
+def test_conv_cuda_entry_points_mixed_formats(poison):
+    """The backend's bwd entry point takes dy in another memory format than x, and returns zero
+    dbias when no bias gradient is needed."""
+    _cuda_backend()
+    from tfaa_kernels.backends import get_impl
+
+    x = torch.randn(6, 8, 4, 4, device="cuda").contiguous(memory_format=CL)
+    w = torch.randn(5, 8, 3, device="cuda")
+    dy = torch.randn(6, 5, 4, 4, device="cuda")  # NCHW while x is channels_last
+    dx, dw, db = get_impl("temporal_conv1d_bwd", "cuda")(dy, x, w, 3, False)
+    x64, w64 = x.double().requires_grad_(True), w.double().requires_grad_(True)
+    ref = reference.temporal_conv1d(x64, w64, None, 3)
+    rdx, rdw = torch.autograd.grad(ref, [x64, w64], dy.double())
+    assert dx.is_contiguous(memory_format=CL)
+    assert_close(dx, rdx, tol_for(torch.float32), "dx")
+    assert_close(dw, rdw, tol_for(torch.float32), "dweight")
+    assert torch.equal(db, torch.zeros_like(db))
