@@ -226,8 +226,7 @@ def _build(cls, data: Dict[str, Any], prefix: str):
         if key not in fields:
             all_keys = list(fields)
             close = difflib.get_close_matches(str(key), all_keys, n=1, cutoff=0.5)
-            # also look in the other sections: a key placed in the wrong section
-            hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
             raise ConfigError(f"unknown config key {name!r}{hint} (valid keys in "
                               f"{prefix.rstrip('.') or 'the top level'}: {', '.join(all_keys)})")
         tp = hints[key]
