@@ -117,6 +117,27 @@ def test_kernel_cpu_broadcast_grad(backend, poison):
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("fused", [False, True])
+def test_backward_op_cpu_cropped_dy(backend, fused, poison):
+    """The backward entry points with a dy whose (H, W) do not merge into one stride."""
+    x, w, _ = (t.detach() for t in make_inputs(6, 20, 18, 3, 4, 3))
+    dy = torch.randn(6, 18, 3, 8)[..., ::2]
+    xd, wd = (t.double().requires_grad_(True) for t in (x, w))
+    if fused:
+        gw, gb = torch.randn(20), torch.randn(20)
+        dx, dw, db, _, _ = torch.ops.tfaa.temporal_conv1d_gn_silu_bwd(dy, x, w, gw, gb, 3, 5, 1e-5, True, True,
+                                                                       backend)
+        ref = reference.group_norm_silu_temporal_conv1d(xd, wd, None, 3, 5, gw.double(), gb.double())
+    else:
+        dx, dw, db = torch.ops.tfaa.temporal_conv1d_bwd(dy, x, w, 3, True, backend)
+        ref = reference.temporal_conv1d(xd, wd, None, 3)
+    gx, gw_ = torch.autograd.grad(ref, [xd, wd], dy.double())
+    assert_close(dx, gx, 1e-5, "dx")
+    assert_close(dw, gw_, 1e-5, "dw")
+    assert_close(db, dy.double().sum((0, 2, 3)), 1e-5, "db")
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("num_frames,kk", [(1, 3), (3, 3), (2, 5), (3, 1)])
 def test_fused_cpu(backend, layout, num_frames, kk, poison):

@@ -112,7 +112,11 @@ def _conv_gemm_kernel(
     offs_ci = tl.arange(0, BLOCK_CI)
     p_mask = offs_p < HW
     co_mask = offs_co < C_OUT
-    x_pix = _pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)
+    # int64 tile offsets for (tap 0 frame n, channel block 0); the loop adds a scalar per step
+    x_tile = (_pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)[:, None]
+              + offs_ci.to(tl.int64)[None, :] * sx_c)
+    w_tile = offs_ci.to(tl.int64)[:, None] * sw_r + offs_co.to(tl.int64)[None, :] * sw_o
+    x_frame = x_ptr + n * sx_n
 
     # taps whose source frame f + t - pad lies in [0, F)
     t_lo = tl.maximum(pad - f, 0)
@@ -121,16 +125,15 @@ def _conv_gemm_kernel(
     acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
     for it in range(t_lo * n_ci, t_hi * n_ci):
         t = it // n_ci
-        ci = (it % n_ci) * BLOCK_CI + offs_ci
-        ci_mask = ci < C_RED
-        n_src = n + (t - pad)
-        a = tl.load(x_ptr + n_src * sx_n + x_pix[:, None] + ci.to(tl.int64)[None, :] * sx_c,
+        ci0 = (it - t * n_ci) * BLOCK_CI
+        ci_mask = offs_ci < C_RED - ci0
+        dt = (t - pad).to(tl.int64)
+        a = tl.load(x_frame + (dt * sx_n + ci0.to(tl.int64) * sx_c) + x_tile,
                     mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
         if TRANSFORM:  # PROLOGUE or SILU
-            a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, ci, ci_mask, C_RED,
+            a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n + dt, ci0 + offs_ci, ci_mask, C_RED,
                           PROLOGUE, SILU).to(w_ptr.dtype.element_ty)
-        wt = tl.load(w_ptr + t.to(tl.int64) * sw_t + ci.to(tl.int64)[:, None] * sw_r
-                     + offs_co[None, :] * sw_o,
+        wt = tl.load(w_ptr + (t.to(tl.int64) * sw_t + ci0.to(tl.int64) * sw_r) + w_tile,
                      mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
         if IEEE:
             acc = tl.dot(a, wt, acc, input_precision="ieee")
@@ -176,20 +179,32 @@ def _conv_dw_kernel(
     offs_ci = ci_blk * BLOCK_CI + tl.arange(0, BLOCK_CI)
     co_mask = offs_co < C_OUT
     ci_mask = offs_ci < C_IN
+    offs_pb = tl.arange(0, BLOCK_P)
+    # int64 tile offsets of pixel block 0 (used as is when the pixels have one flat stride)
+    d_tile = (offs_co.to(tl.int64)[:, None] * sd_c
+              + _pixel_offsets(offs_pb, W, sd_h, sd_w, FLAT_DY)[None, :])
+    x_tile = (_pixel_offsets(offs_pb, W, sx_h, sx_w, FLAT_X)[:, None]
+              + offs_ci.to(tl.int64)[None, :] * sx_c)
     acc = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
     for i in range(start, end):
         pb = i % n_pb
         j = i // n_pb
         n = (j // n_valid).to(tl.int64) * F + f_lo + j % n_valid
         n_src = n + (t - pad)
-        offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
-        p_mask = offs_p < HW
-        d_pix = _pixel_offsets(offs_p, W, sd_h, sd_w, FLAT_DY)
-        x_pix = _pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)
-        dy = tl.load(dy_ptr + n * sd_n + offs_co.to(tl.int64)[:, None] * sd_c + d_pix[None, :],
-                     mask=co_mask[:, None] & p_mask[None, :], other=0.0)
-        a = tl.load(x_ptr + n_src * sx_n + x_pix[:, None] + offs_ci.to(tl.int64)[None, :] * sx_c,
-                    mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
+        p0 = pb * BLOCK_P
+        p_mask = offs_pb < HW - p0
+        if FLAT_DY:
+            d_ptrs = dy_ptr + (n * sd_n + p0.to(tl.int64) * sd_w) + d_tile
+        else:
+            d_ptrs = (dy_ptr + n * sd_n + offs_co.to(tl.int64)[:, None] * sd_c
+                      + _pixel_offsets(p0 + offs_pb, W, sd_h, sd_w, False)[None, :])
+        if FLAT_X:
+            x_ptrs = x_ptr + (n_src * sx_n + p0.to(tl.int64) * sx_w) + x_tile
+        else:
+            x_ptrs = (x_ptr + n_src * sx_n + _pixel_offsets(p0 + offs_pb, W, sx_h, sx_w, False)[:, None]
+                      + offs_ci.to(tl.int64)[None, :] * sx_c)
+        dy = tl.load(d_ptrs, mask=co_mask[:, None] & p_mask[None, :], other=0.0)
+        a = tl.load(x_ptrs, mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
         if TRANSFORM:  # PROLOGUE or SILU
             a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask, C_IN,
                           PROLOGUE, SILU)
