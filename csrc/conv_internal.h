@@ -14,8 +14,8 @@ cudaError_t conv_bias_fill(int dtype, const void* bias, void* y, const TfaaConvS
                            cudaStream_t stream);
 
 // dweight[co, ci, t] (C_out, C_in, K contiguous, dtype) = sum_{j < slots(t)} ws[t][j][co][ci],
-// ws fp32 laid out (K, max_slots, C_out, C_in); slots(t) = min(frames using tap t, max_slots),
-// zero when no frame uses tap t.
+// ws fp32 laid out (K, max_slots, C_out, C_in); slots(t) = dweight_slots(s, t, max_slots).
+
 cudaError_t conv_dweight_reduce(int dtype, const float* ws, void* dweight, int64_t max_slots,
                                 const TfaaConvShape& s, cudaStream_t stream);
 
@@ -25,6 +25,18 @@ __host__ __device__ inline void tap_frames(const TfaaConvShape& s, int64_t t, in
   first = p - t > 0 ? p - t : 0;
   end = s.num_frames + p - t < s.num_frames ? s.num_frames + p - t : s.num_frames;
   if (end < first) end = first;
+}
+
+// Partial matrices tap t fills: its items (clip, frame using tap t) are batched along the longer
+// of the two axes, at most max_slots at a time; 0 when no frame uses tap t.
+__host__ __device__ inline int64_t dweight_slots(const TfaaConvShape& s, int64_t t, int64_t max_slots) {
+  int64_t first, end;
+  tap_frames(s, t, first, end);
+  const int64_t nf = end - first;
+  if (nf <= 0) return 0;
+  const int64_t clips = s.batch_frames / s.num_frames;
+  const int64_t axis = clips > nf ? clips : nf;
+  return axis < max_slots ? axis : max_slots;
 }
 
 }  // namespace tfaa

@@ -74,7 +74,7 @@ cudaError_t bias_fill_typed(const void* bias, void* y, const TfaaConvShape& s, c
 }
 
 // ------------------------------------------------------------------ dweight partial sums
-// dweight[(co*C_in + ci)*K + t] = sum_{j < slots(t)} ws[((t*max_slots + j)*C_out + co)*C_in + ci]
+// dweight[(co*C_in + ci)*K + t] = sum_{j < dweight_slots(t)} ws[((t*max_slots + j)*C_out + co)*C_in + ci]
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 dweight_reduce_kernel(const float* __restrict__ ws, T* __restrict__ dw, int64_t max_slots,
@@ -85,9 +85,7 @@ dweight_reduce_kernel(const float* __restrict__ ws, T* __restrict__ dw, int64_t 
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t t = i % s.taps;
     const int64_t e = i / s.taps;  // co*C_in + ci
-    int64_t fa, fb;
-    tap_frames(s, t, fa, fb);
-    const int64_t slots = (fb - fa) < max_slots ? (fb - fa) : max_slots;
+    const int64_t slots = dweight_slots(s, t, max_slots);
     float acc = 0.f;
     for (int64_t j = 0; j < slots; ++j) acc += ws[(t * max_slots + j) * cc + e];
     dw[i] = from_f<T>(acc);
@@ -95,18 +93,25 @@ dweight_reduce_kernel(const float* __restrict__ ws, T* __restrict__ dw, int64_t 
 }
 
 // ------------------------------------------------------------------ dbias
-// NCHW: block (c, split) sums frames [n0, n1) x all HW pixels of channel c.
-template <typename T>
+// NCHW: block (c, split) sums frames [n0, n1) x all HW pixels of channel c, VEC elements per load
+// (16 bytes when the caller checked HW % VEC == 0 and 16-byte alignment of dy).
+template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
 dbias_nchw_kernel(const T* __restrict__ dy, float* __restrict__ partial, int64_t N, int64_t C,
                   int64_t HW, int64_t splits) {
   const int64_t c = blockIdx.x;
   const int64_t split = blockIdx.y;
   const int64_t n0 = split * N / splits, n1 = (split + 1) * N / splits;
+  const int64_t chunks = HW / VEC;
   float acc = 0.f;
   for (int64_t n = n0; n < n1; ++n) {
     const T* row = dy + (n * C + c) * HW;
-    for (int64_t px = threadIdx.x; px < HW; px += kThreads) acc += to_f(row[px]);
+    for (int64_t ch = threadIdx.x; ch < chunks; ch += kThreads) {
+      float v[VEC];
+      load_vec<T, VEC>(row + ch * VEC, v);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) acc += v[j];
+    }
   }
   __shared__ float red[kThreads / 32];
   acc = group_sum(acc, 32);
@@ -186,8 +191,12 @@ cudaError_t dbias_typed(const void* dy_, void* dbias_, float* ws, const TfaaConv
     dbias_cl_kernel<T><<<grid, kThreads, 0, st>>>(dy, ws, s.batch_frames * s.hw, s.c_out, splits);
   } else {
     if (s.c_out > 0x7fffffffLL) return cudaErrorInvalidValue;
+    constexpr int V = 16 / static_cast<int>(sizeof(T));
     const dim3 grid(static_cast<unsigned>(s.c_out), static_cast<unsigned>(splits));
-    dbias_nchw_kernel<T><<<grid, kThreads, 0, st>>>(dy, ws, s.batch_frames, s.c_out, s.hw, splits);
+    if (reinterpret_cast<uintptr_t>(dy) % 16 == 0 && s.hw % V == 0)
+      dbias_nchw_kernel<T, V><<<grid, kThreads, 0, st>>>(dy, ws, s.batch_frames, s.c_out, s.hw, splits);
+    else
+      dbias_nchw_kernel<T, 1><<<grid, kThreads, 0, st>>>(dy, ws, s.batch_frames, s.c_out, s.hw, splits);
   }
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;

@@ -16,9 +16,10 @@
 // (it covers every frame), the others accumulating with beta = 1.
 // Bias: y is pre-filled with the bias and every GEMM accumulates (beta = 1).
 //
-// Weight gradient: dW_t = sum over clips, frames f, pixels of dy_f x_{f+t-p}^T. Items (clip,
-// frame) of tap t are spread over `slots` fp32 partial matrices (GEMMs with beta = 1 after the
-// first), which a deterministic kernel sums into dweight (C_out, C_in, K).
+// Weight gradient: dW_t = sum over clips, frames f, pixels of dy_f x_{f+t-p}^T. The items (clip,
+// frame) of tap t are spread over `slots` fp32 partial matrices along the longer item axis (frames
+// of a clip, or clips), one strided-batched GEMM per chunk of that axis, beta = 1 after the first
+// chunk; a deterministic kernel then sums the slots into dweight (C_out, C_in, K).
 #include <cstdint>
 
 #include "conv_internal.h"
@@ -138,8 +139,10 @@ constexpr int64_t kDweightWorkspaceBudget = 16ll << 20;  // fp32 elements (64 Mi
 
 int64_t dweight_max_slots(const TfaaConvShape& s) {
   const int64_t per_slot = s.taps * s.c_out * s.c_in;
+  const int64_t clips = s.batch_frames / s.num_frames;
+  const int64_t longest = clips > s.num_frames ? clips : s.num_frames;  // longest item axis
   int64_t slots = per_slot > 0 ? kDweightWorkspaceBudget / per_slot : 1;
-  if (slots > s.num_frames) slots = s.num_frames;
+  if (slots > longest) slots = longest;
   if (slots < 1) slots = 1;
   return slots;
 }
@@ -210,18 +213,23 @@ TfaaStatus tfaa_temporal_conv1d_dweight(int dtype, const void* dy, const void* x
       tap_frames(s, tap, fa, fb);
       const int64_t nf = fb - fa;
       if (nf <= 0) continue;
-      const int64_t slots = nf < max_slots ? nf : max_slots;
+      // Batch the longer item axis (frames of a clip, or clips) into the slots, loop the other.
+      const bool by_clip = clips > nf;
+      const int64_t axis = by_clip ? clips : nf;
+      const int64_t other = by_clip ? nf : clips;
+      const int64_t slots = axis < max_slots ? axis : max_slots;
       float* ws_t = workspace + tap * max_slots * cc;
-      // chunk c covers frames fa + c*slots + j, j < count, into slots j; one GEMM batch per
-      // (clip, chunk), batched over j with the frame stride.
-      for (int64_t b = 0; b < clips; ++b) {
-        for (int64_t c0 = 0; c0 < nf; c0 += slots) {
-          const int64_t count = nf - c0 < slots ? nf - c0 : slots;
-          const int64_t f0 = fa + c0;
-          const Operand A{offset(x, (b * F + f0 + tap - p) * xf, es), lda, 0, xf};
-          const Operand B{offset(dy, (b * F + f0) * yf, es), ldb, 0, yf};
+      for (int64_t o = 0; o < other; ++o) {
+        for (int64_t c0 = 0; c0 < axis; c0 += slots) {
+          const int64_t count = axis - c0 < slots ? axis - c0 : slots;
+          // first item (clip b0, output frame f0) of this batch and the item strides
+          const int64_t b0 = by_clip ? c0 : o;
+          const int64_t f0 = by_clip ? fa + o : fa + c0;
+          const int64_t frames_step = by_clip ? F : 1;
+          const Operand A{offset(x, (b0 * F + f0 + tap - p) * xf, es), lda, 0, frames_step * xf};
+          const Operand B{offset(dy, (b0 * F + f0) * yf, es), ldb, 0, frames_step * yf};
           const Operand C{ws_t, s.c_in, 0, cc};
-          const float beta = (b == 0 && c0 == 0) ? 0.f : 1.f;
+          const float beta = (o == 0 && c0 == 0) ? 0.f : 1.f;
           const TfaaStatus st = gemm_items(h, t, es, CUDA_R_32F, 4, ta, tb, s.c_in, s.c_out, s.hw,
                                            A, B, C, beta, 1, count,
                                            "temporal_conv1d weight-gradient GEMM");

@@ -19,7 +19,10 @@
 #include <cmath>
 #include <optional>
 
-#if __has_include(<cublas_v2.h>)
+// PyTorch's cuBLAS handle (its workspace, stream and math mode) when the headers that
+// ATen/cuda/CUDAContext.h pulls in exist; otherwise a handle of our own (tfaa_own_cublas_handle).
+#if __has_include(<cublas_v2.h>) && __has_include(<cublasLt.h>) && __has_include(<cusparse.h>) && \
+    __has_include(<cusolverDn.h>)
 #include <ATen/cuda/CUDAContext.h>
 #define TFAA_TORCH_CUBLAS_HANDLE 1
 #endif

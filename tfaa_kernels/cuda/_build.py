@@ -68,15 +68,30 @@ def find_cuda_home() -> Optional[str]:
     return None
 
 
+def _cublas_dirs(cuda_home: Optional[str]) -> List[Path]:
+    dirs = []
+    if cuda_home:
+        dirs += [Path(cuda_home) / sub for sub in
+                 ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib")]
+    try:  # the nvidia-cublas wheel PyTorch itself loads (nvidia/cu13/lib, nvidia/cublas/lib)
+        import importlib.util
+        spec = importlib.util.find_spec("nvidia")
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            dirs += sorted(Path(root).glob("*/lib"))
+    except (ImportError, ValueError):
+        pass
+    return dirs
+
+
 def cublas_link_flags(cuda_home: Optional[str]) -> List[str]:
-    """``-lcublas`` when the toolkit ships libcublas; otherwise the symbols resolve at load time
-    from the libcublas PyTorch has already loaded."""
-    if not cuda_home:
-        return []
-    for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
-        d = Path(cuda_home) / sub
+    """Link flags for libcublas: the toolkit's, else the nvidia wheel's (by soname). With none
+    found, the symbols resolve at load time from the libcublas PyTorch has already loaded."""
+    for d in _cublas_dirs(cuda_home):
         if (d / "libcublas.so").exists():
-            return [f"-L{d}", "-lcublas"]
+            return [f"-L{d}", "-lcublas", f"-Wl,-rpath,{d}"]
+        versioned = sorted(d.glob("libcublas.so.[0-9]*"), key=lambda p: len(p.name))
+        if versioned:
+            return [f"-L{d}", f"-l:{versioned[0].name}", f"-Wl,-rpath,{d}"]
     return []
 
 
