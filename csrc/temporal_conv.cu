@@ -135,6 +135,16 @@ TfaaStatus fwd_channels_last(cublasHandle_t h, int dtype, const void* x, const v
   return ok();
 }
 
+// Put the handle on `stream` unless it is already there (PyTorch's handle is; setting it again
+// would drop the workspace PyTorch gave it).
+TfaaStatus bind_stream(cublasHandle_t h, cudaStream_t stream) {
+  cudaStream_t cur = nullptr;
+  cublasStatus_t st = cublasGetStream(h, &cur);
+  if (st == CUBLAS_STATUS_SUCCESS && cur != stream) st = cublasSetStream(h, stream);
+  if (st != CUBLAS_STATUS_SUCCESS) return TfaaStatus{cudaSuccess, static_cast<int>(st), "cublasSetStream"};
+  return ok();
+}
+
 constexpr int64_t kDweightWorkspaceBudget = 16ll << 20;  // fp32 elements (64 MiB)
 
 int64_t dweight_max_slots(const TfaaConvShape& s) {
@@ -163,8 +173,8 @@ TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wp, co
   if (!valid_shape(s)) return TfaaStatus{cudaErrorInvalidValue, 0, "temporal_conv1d shape"};
   if (s.batch_frames == 0 || s.c_out == 0 || s.hw == 0) return ok();
   cublasHandle_t h = static_cast<cublasHandle_t>(cublas_handle);
-  const cublasStatus_t ss = cublasSetStream(h, stream);
-  if (ss != CUBLAS_STATUS_SUCCESS) return TfaaStatus{cudaSuccess, static_cast<int>(ss), "cublasSetStream"};
+  const TfaaStatus ss = bind_stream(h, stream);
+  if (ss.cublas != 0) return ss;
   float beta = 0.f;
   if (bias != nullptr) {
     const cudaError_t e = conv_bias_fill(dtype, bias, y, s, stream);
@@ -190,8 +200,8 @@ TfaaStatus tfaa_temporal_conv1d_dweight(int dtype, const void* dy, const void* x
   if (!valid_shape(s)) return TfaaStatus{cudaErrorInvalidValue, 0, "temporal_conv1d shape"};
   if (s.c_out == 0 || s.c_in == 0) return ok();
   cublasHandle_t h = static_cast<cublasHandle_t>(cublas_handle);
-  const cublasStatus_t ss = cublasSetStream(h, stream);
-  if (ss != CUBLAS_STATUS_SUCCESS) return TfaaStatus{cudaSuccess, static_cast<int>(ss), "cublasSetStream"};
+  const TfaaStatus ss = bind_stream(h, stream);
+  if (ss.cublas != 0) return ss;
   const int64_t F = s.num_frames, K = s.taps, p = K / 2;
   const int64_t clips = s.batch_frames / F;
   const int64_t xf = s.c_in * s.hw, yf = s.c_out * s.hw, cc = s.c_out * s.c_in;

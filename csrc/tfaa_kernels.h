@@ -61,7 +61,7 @@ struct TfaaConvShape {
 
 // y[b,f] = bias + sum_t W_t @ x[b, f+t-K/2] (zero outside the clip).
 // wp: weight rearranged to (C_out, K, C_in) contiguous (a copy of the small weight only).
-// bias: (C_out,) or nullptr. cublas_handle: a cublasHandle_t (its stream is set to `stream`).
+// bias: (C_out,) or nullptr. cublas_handle: a cublasHandle_t (moved to `stream` if elsewhere).
 TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wp, const void* bias,
                                     void* y, TfaaConvShape s, void* cublas_handle,
                                     cudaStream_t stream);
