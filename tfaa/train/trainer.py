@@ -111,8 +111,15 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
     cfg = _as_config(config)
     d, t, o = cfg.data, cfg.train, cfg.optim
     mixed = resolve_mixed_precision(t.mixed_precision, torch.cuda.is_available())
-    accelerator = Accelerator(mixed_precision=mixed, step_scheduler_with_optimizer=False)
+    # cpu=True without CUDA: under a multi-process launcher (torchrun / accelerate launch --multi_gpu)
+    # accelerate then sets up DDP over gloo (MULTI_CPU) instead of silently running N copies of rank 0
+    accelerator = Accelerator(mixed_precision=mixed, step_scheduler_with_optimizer=False,
+                              cpu=not torch.cuda.is_available())
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != world:
+        raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but accelerate set up {world}; "
+                           "check the accelerate launch options")
     is_main = accelerator.is_main_process
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     resume_from = resolve_resume(t.resume, ckpt_root)
