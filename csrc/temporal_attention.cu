@@ -5,7 +5,7 @@
 // (token-major, so the heads of a token, adjacent in memory, go to adjacent threads).
 //
 // Work split (mirrors tfaa_kernels/triton/temporal_attention.py): one block owns one clip and
-// ROWS = 256 / G rows, and walks the clip's F frames. A row's D elements are cut into chunks of VEC
+// THREADS / G rows, and walks the clip's F frames. A row's D elements are cut into chunks of VEC
 // elements (16 bytes, or 1 element in the scalar fallback); a group of G lanes (a power of two
 // <= 32) owns a row, lane j holding chunks j, j+G, ... (NC per lane). Frame 0's k/v stay in
 // registers (fp32) for the whole clip, so every input element is read once and every output
@@ -23,7 +23,10 @@
 namespace tfaa {
 namespace {
 
-constexpr int kThreads = 256;
+// Threads per block: the forward (<= 64 registers) fits 4 blocks of 256 per SM; the backward
+// (~96 registers) uses blocks of 128 so 5 fit (20 warps) instead of 2 of 256 (16 warps).
+constexpr int kFwdThreads = 256;
+constexpr int kBwdThreads = 128;
 
 struct AttnArgs {
   const void* q;
@@ -51,9 +54,10 @@ struct RowSlot {
   bool active;
 };
 
+template <int THREADS>
 __device__ __forceinline__ RowSlot row_slot(const AttnArgs& a) {
   RowSlot s;
-  const int rows_per_block = kThreads / a.group;
+  const int rows_per_block = THREADS / a.group;
   const int64_t bid = blockIdx.x;
   const int64_t clip = bid / a.row_blocks;
   const int64_t rb = bid - clip * a.row_blocks;
@@ -120,8 +124,8 @@ __device__ __forceinline__ void two_key_probs(float s_prev, float s_first, float
 }
 
 template <typename T, int VEC, int NC>
-__global__ void __launch_bounds__(kThreads) temporal_fwd_kernel(const AttnArgs a) {
-  const RowSlot s = row_slot(a);
+__global__ void __launch_bounds__(kFwdThreads) temporal_fwd_kernel(const AttnArgs a) {
+  const RowSlot s = row_slot<kFwdThreads>(a);
   const T* __restrict__ q = static_cast<const T*>(a.q);
   const T* __restrict__ k = static_cast<const T*>(a.k);
   const T* __restrict__ v = static_cast<const T*>(a.v);
@@ -158,8 +162,8 @@ __global__ void __launch_bounds__(kThreads) temporal_fwd_kernel(const AttnArgs a
 }
 
 template <typename T, int VEC, int NC>
-__global__ void __launch_bounds__(kThreads) temporal_bwd_kernel(const AttnArgs a) {
-  const RowSlot s = row_slot(a);
+__global__ void __launch_bounds__(kBwdThreads) temporal_bwd_kernel(const AttnArgs a) {
+  const RowSlot s = row_slot<kBwdThreads>(a);
   const T* __restrict__ q = static_cast<const T*>(a.q);
   const T* __restrict__ k = static_cast<const T*>(a.k);
   const T* __restrict__ v = static_cast<const T*>(a.v);
@@ -266,14 +270,14 @@ int next_pow2(int x) {
 }
 
 // Fills a.group / a.nchunks / a.row_blocks; returns NC (0: D too large) and whether VEC > 1 fits.
-int plan(AttnArgs& a, int elem_size, bool vec_ok) {
+int plan(AttnArgs& a, int elem_size, bool vec_ok, int threads) {
   const int vec = vec_ok ? 16 / elem_size : 1;
   a.nchunks = static_cast<int>(a.D / vec);
   int nc = 1;
   while (a.nchunks > 32 * nc) nc <<= 1;
   if (nc > 8) return 0;
   a.group = nc == 1 ? next_pow2(a.nchunks) : 32;
-  const int rows_per_block = kThreads / a.group;
+  const int rows_per_block = threads / a.group;
   a.row_blocks = (a.rows + rows_per_block - 1) / rows_per_block;
   return nc;
 }
@@ -284,23 +288,23 @@ cudaError_t launch_one(const AttnArgs& a, int64_t clips, cudaStream_t stream) {
   if (blocks <= 0) return cudaSuccess;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   if (BWD)
-    temporal_bwd_kernel<T, VEC, NC><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
+    temporal_bwd_kernel<T, VEC, NC><<<static_cast<unsigned>(blocks), kBwdThreads, 0, stream>>>(a);
   else
-    temporal_fwd_kernel<T, VEC, NC><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
+    temporal_fwd_kernel<T, VEC, NC><<<static_cast<unsigned>(blocks), kFwdThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
 template <typename T, bool BWD>
 cudaError_t launch_typed(AttnArgs& a, bool vec_ok, int64_t clips, cudaStream_t stream) {
   constexpr int V = 16 / static_cast<int>(sizeof(T));
-  const int nc = plan(a, sizeof(T), vec_ok);
+  const int nc = plan(a, sizeof(T), vec_ok, BWD ? kBwdThreads : kFwdThreads);
   if (nc == 0) return cudaErrorInvalidValue;
-  if (vec_ok) {
-    switch (nc) {
-      case 1: return launch_one<T, BWD, V, 1>(a, clips, stream);
-      case 2: return launch_one<T, BWD, V, 2>(a, clips, stream);
-      default: return cudaErrorInvalidValue;  // D <= 256 needs at most 2 vector chunks per lane
+  if (vec_ok) {  // D <= 256: at most 32 chunks of 8 (16-bit types) or 64 chunks of 4 (fp32)
+    if (nc == 1) return launch_one<T, BWD, V, 1>(a, clips, stream);
+    if constexpr (V == 4) {
+      if (nc == 2) return launch_one<T, BWD, V, 2>(a, clips, stream);
     }
+    return cudaErrorInvalidValue;
   }
   switch (nc) {
     case 1: return launch_one<T, BWD, 1, 1>(a, clips, stream);
