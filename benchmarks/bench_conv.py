@@ -118,7 +118,8 @@ def block_candidates(inp: Inputs):
                 (x, w, b, gw, gb), dy)
     for be in kernel_backends():
         c[f"torch GN+SiLU, {be} conv (NCHW)"] = (
-            (lambda be: lambda: tk.temporal_conv1d(gn_silu(inp.x), w, b, f, backend=be))(be), (inp.x, w, b, gw, gb), inp.dy)
+            (lambda be: lambda: tk.temporal_conv1d(gn_silu(inp.x), w, b, f, backend=be))(be),
+            (inp.x, w, b, gw, gb), inp.dy)
     c["torch GN+SiLU, einops reference conv"] = (lambda: reference.temporal_conv1d(gn_silu(inp.x), w, b, f),
                                                  (inp.x, w, b, gw, gb), inp.dy)
     c["torch GN+SiLU, Conv3d (b c f h w)"] = (lambda: conv3d(gn_silu(inp.x5), w, b), (inp.x5, w, b, gw, gb), inp.dy5)
@@ -171,7 +172,8 @@ def run(shapes, dtype, device):
                        "fb TFLOP/s": 3 * fl / (t_fb * 1e-3) / 1e12 if t_fb else None,
                        "floor": floor, "err": err}
                 rows.append(row)
-                print(section, sname, {k: v for k, v in row.items() if k not in ("section", "shape", "dtype")}, flush=True)
+                shown = {k: v for k, v in row.items() if k not in ("section", "shape", "dtype")}
+                print(section, sname, shown, flush=True)
         del inp
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -179,7 +181,8 @@ def run(shapes, dtype, device):
 
 
 def render(bw, rows) -> str:
-    out = [f"Device: {env_line()}; {rows[0]['dtype'] if rows else ''}, K=3; medians of triton.testing.do_bench (ms). TFLOP/s count "
+    dtype = rows[0]["dtype"] if rows else ""
+    out = [f"Device: {env_line()}; {dtype}, K=3; medians of triton.testing.do_bench (ms). TFLOP/s count "
            "in-clip taps only (the GEMM row: its own 2*M*N*K); fwd+bwd FLOPs = 3x fwd."]
     if bw:
         out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s; HBM floor of the forward = read x + write y.")

@@ -508,3 +508,16 @@ def test_fused_reference_fp32_norm_params_bf16_input():
     assert y.dtype == torch.bfloat16
     y.float().sum().backward()
     assert gw.grad.dtype == torch.float32 and torch.isfinite(gw.grad).all()
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+def test_fast_silu_fallback_cpu(backend, monkeypatch):
+    """If the inline-PTX fast SiLU cannot be compiled (here: the interpreter has no inline asm), the
+    kernels warn and fall back to the exact SiLU with the same result."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setattr(tc, "_fast_silu", lambda t: True)
+    monkeypatch.setattr(tc, "_FAST_SILU_FAILED", False)
+    x, w, b = make_inputs(6, 16, 12, 3, 3, 3)
+    with pytest.warns(UserWarning, match="fast SiLU"):
+        check_against_reference(x, w, b, 3, backend, 1e-5, norm=make_norm(16, 4), activation="silu")
+    assert tc._FAST_SILU_FAILED

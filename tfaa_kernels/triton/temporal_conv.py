@@ -25,6 +25,8 @@ All offsets are int64. On the GPU block shapes are autotuned; in the interpreter
 """
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -41,7 +43,7 @@ _DW_KEY = ["C_IN", "C_OUT", "HW", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYP
 def _gemm_configs():
     """(BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages) tried on the GPU."""
     shapes = [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 32, 4, 4),
-              (256, 64, 64, 8, 3), (256, 128, 32, 8, 3)]
+              (256, 64, 64, 8, 3), (256, 128, 32, 8, 3), (64, 256, 64, 8, 3)]
     return [triton.Config({"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci}, num_warps=w, num_stages=s)
             for bp, bco, bci, w, s in shapes]
 
@@ -71,15 +73,27 @@ def _pixel_offsets(p, W, s_h, s_w, FLAT: tl.constexpr):
 
 
 @triton.jit
+def _silu(a, FAST: tl.constexpr):
+    """a * sigmoid(a) in fp32. FAST (half-precision GEMM inputs on the GPU): sigmoid as
+    0.5 + 0.5 * tanh(a / 2) with one MUFU tanh.approx (rel. error ~2^-11, below bf16/fp16 rounding)
+    instead of exp + an IEEE division."""
+    if FAST:
+        th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [a * 0.5],
+                                       dtype=tl.float32, is_pure=True, pack=1)
+        return a * (0.5 + 0.5 * th)
+    return a * tl.sigmoid(a)
+
+
+@triton.jit
 def _prologue(a, scale_ptr, shift_ptr, n_src, ci, ci_mask, C,
-              PROLOGUE: tl.constexpr, SILU: tl.constexpr):
+              PROLOGUE: tl.constexpr, SILU: tl.constexpr, FAST_SILU: tl.constexpr):
     """a: [BLOCK_P, BLOCK_CI] fp32 tile of frame n_src -> act(a * scale + shift) (fp32)."""
     if PROLOGUE:
         sc = tl.load(scale_ptr + n_src * C + ci, mask=ci_mask, other=0.0)
         sh = tl.load(shift_ptr + n_src * C + ci, mask=ci_mask, other=0.0)
         a = a * sc[None, :] + sh[None, :]
     if SILU:
-        a = a * tl.sigmoid(a)
+        a = _silu(a, FAST_SILU)
     return a
 
 
@@ -90,7 +104,8 @@ def _conv_gemm_kernel(
     sx_n, sx_c, sx_h, sx_w, sy_n, sy_c, sy_h, sy_w, sw_t, sw_r, sw_o,
     C_RED, C_OUT, HW, W, F, KT,
     FLAT_X: tl.constexpr, FLAT_Y: tl.constexpr, HAS_BIAS: tl.constexpr,
-    PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
+    PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
+    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     """y[n, co, p] = bias[co] + sum_{t, ci} w[t, ci, co] * act(x[n + t - KT//2, ci, p]) for the
@@ -132,7 +147,7 @@ def _conv_gemm_kernel(
                     mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
         if TRANSFORM:  # PROLOGUE or SILU
             a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n + dt, ci0 + offs_ci, ci_mask, C_RED,
-                          PROLOGUE, SILU).to(w_ptr.dtype.element_ty)
+                          PROLOGUE, SILU, FAST_SILU).to(w_ptr.dtype.element_ty)
         wt = tl.load(w_ptr + (t.to(tl.int64) * sw_t + ci0.to(tl.int64) * sw_r) + w_tile,
                      mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
         if IEEE:
@@ -153,7 +168,8 @@ def _conv_dw_kernel(
     sd_n, sd_c, sd_h, sd_w, sx_n, sx_c, sx_h, sx_w, sp_s, sp_o, sp_i, sp_t,
     C_IN, C_OUT, HW, W, F, KT, N_CLIPS, SPLIT,
     FLAT_DY: tl.constexpr, FLAT_X: tl.constexpr,
-    PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
+    PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
+    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     """part[s, co, ci, t] = sum over split s of the (frame, pixel block) items of tap t:
@@ -207,7 +223,7 @@ def _conv_dw_kernel(
         a = tl.load(x_ptrs, mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
         if TRANSFORM:  # PROLOGUE or SILU
             a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask, C_IN,
-                          PROLOGUE, SILU)
+                          PROLOGUE, SILU, FAST_SILU)
             a = tl.where(p_mask[:, None], a, 0.0).to(dy_ptr.dtype.element_ty)
         if IEEE:
             acc = tl.dot(dy, a, acc, input_precision="ieee")
@@ -272,6 +288,36 @@ def _dtype_key(t: torch.Tensor) -> int:
     return {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[t.dtype]
 
 
+_FAST_SILU_FAILED = False
+
+
+def _fast_silu(t: torch.Tensor) -> bool:
+    """Approximate (MUFU tanh) SiLU for half-precision inputs on the GPU; exact in fp32 and in the
+    interpreter (TFAA_EXACT_SILU=1 forces exact everywhere)."""
+    return (t.dtype in (torch.float16, torch.bfloat16) and not triton_interpret() and not _FAST_SILU_FAILED
+            and os.environ.get("TFAA_EXACT_SILU", "0") != "1")
+
+
+def _act_flags(x: torch.Tensor, prologue: bool, silu: bool) -> dict:
+    """constexpr flags of the x-tile prologue."""
+    return dict(PROLOGUE=prologue, SILU=silu, TRANSFORM=prologue or silu, FAST_SILU=silu and _fast_silu(x))
+
+
+def _launch(kernel, grid, args, flags) -> None:
+    """Launch ``kernel``; if the inline-PTX fast SiLU fails to compile on this GPU/toolchain, warn
+    once and use the exact SiLU from then on."""
+    global _FAST_SILU_FAILED
+    try:
+        kernel[grid](*args, **flags)
+    except Exception as exc:  # noqa: BLE001 - only the FAST_SILU variant is retried
+        if not flags.get("FAST_SILU"):
+            raise
+        _FAST_SILU_FAILED = True
+        warnings.warn(f"tfaa temporal_conv1d: fast SiLU (tanh.approx) failed ({type(exc).__name__}: {exc}); "
+                      "using the exact SiLU")
+        kernel[grid](*args, **dict(flags, FAST_SILU=False))
+
+
 def _ieee(t: torch.Tensor) -> bool:
     """fp32 dots are exact (IEEE) unless torch allows TF32 matmuls."""
     return t.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
@@ -318,14 +364,14 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     def grid(m):
         return (triton.cdiv(c_out, m["BLOCK_CO"]) * triton.cdiv(h * w, m["BLOCK_P"]) * n,)
 
-    _conv_gemm_kernel[grid](
+    _launch(_conv_gemm_kernel, grid, (
         x, wpack, bias if bias is not None else dummy, y,
         scale if prologue else dummy, shift if prologue else dummy,
         x.stride(0), x.stride(1), sx_h, sx_w, y.stride(0), y.stride(1), sy_h, sy_w,
         wpack.stride(0), wpack.stride(1), wpack.stride(2),
-        c_red, c_out, h * w, w, num_frames, kt,
-        FLAT_X=flat_x, FLAT_Y=flat_y, HAS_BIAS=bias is not None, PROLOGUE=prologue, SILU=silu, TRANSFORM=prologue or silu,
-        IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta)
+        c_red, c_out, h * w, w, num_frames, kt),
+        dict(FLAT_X=flat_x, FLAT_Y=flat_y, HAS_BIAS=bias is not None, **_act_flags(x, prologue, silu),
+             IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta))
     return y
 
 
@@ -357,13 +403,13 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
         meta["BLOCK_P"] = 16
 
     grid = (triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci), kt, split)
-    _conv_dw_kernel[grid](
+    _launch(_conv_dw_kernel, grid, (
         dy, x, scale if prologue else x, shift if prologue else x, part,
         dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
         part.stride(0), part.stride(1), part.stride(2), part.stride(3),
-        c_in, c_out, h * w, w, num_frames, kt, n // num_frames, split,
-        FLAT_DY=flat_d, FLAT_X=flat_x, PROLOGUE=prologue, SILU=silu, TRANSFORM=prologue or silu,
-        IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta)
+        c_in, c_out, h * w, w, num_frames, kt, n // num_frames, split),
+        dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
+             IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta))
     return part.sum(0)
 
 
