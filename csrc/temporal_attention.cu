@@ -24,7 +24,8 @@ namespace tfaa {
 namespace {
 
 // Threads per block: the forward (<= 64 registers) fits 4 blocks of 256 per SM; the backward
-// (~96 registers) uses blocks of 128 so 5 fit (20 warps) instead of 2 of 256 (16 warps).
+// (~96 registers, capped at 128 by the launch bounds) uses blocks of 128 so 5 fit (20 warps)
+// instead of 2 of 256 (16 warps).
 constexpr int kFwdThreads = 256;
 constexpr int kBwdThreads = 128;
 
@@ -162,7 +163,7 @@ __global__ void __launch_bounds__(kFwdThreads) temporal_fwd_kernel(const AttnArg
 }
 
 template <typename T, int VEC, int NC>
-__global__ void __launch_bounds__(kBwdThreads) temporal_bwd_kernel(const AttnArgs a) {
+__global__ void __launch_bounds__(kBwdThreads, 4) temporal_bwd_kernel(const AttnArgs a) {
   const RowSlot s = row_slot<kBwdThreads>(a);
   const T* __restrict__ q = static_cast<const T*>(a.q);
   const T* __restrict__ k = static_cast<const T*>(a.k);
