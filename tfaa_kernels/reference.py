@@ -61,8 +61,9 @@ def first_adjacent_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
             scores = torch.einsum("bfhld,bfhmd->bfhlm", qs, keys) * scale
             probs = scores.softmax(dim=-1, dtype=acc).to(q.dtype)
             out = torch.einsum("bfhlm,bfhmd->bfhld", probs, vals)
-        else:  # memory-efficient on GPU: the (2L x L) score matrix would not fit at SD sizes
-            out = F.scaled_dot_product_attention(qs, keys, vals, scale=scale)
+        else:  # fused SDPA on GPU (4-D inputs: 5-D ones fall back to the O(L^2)-memory math path)
+            out = F.scaled_dot_product_attention(qs.flatten(0, 1), keys.flatten(0, 1),
+                                                 vals.flatten(0, 1), scale=scale).unflatten(0, qs.shape[:2])
         return rearrange(out, "b f h l d -> (b f) l h d").contiguous()
 
     raise ValueError(f"mode must be 'temporal' or 'spatial', got {mode!r}")

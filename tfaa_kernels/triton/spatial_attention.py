@@ -44,7 +44,8 @@ def _fwd_configs():
     tiles with 4-8 warps and 3 stages are the usual Hopper choices of FA2-style Triton kernels for
     head dims <= 128; 64x64 / 64x32 fit registers and shared memory at D = 160..256 (and are the
     only ones kept for fp32)."""
-    shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)]
+    shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2),
+              (32, 32, 4, 1)]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
             for m, n, w, s in shapes]
 
@@ -55,18 +56,26 @@ def _bwd_configs():
     streamed one (128x32, as in the FA2 Triton tutorial) keeps the fp32 accumulators resident and
     the streamed loads small; 8 warps hold the larger accumulators of D = 80..160; 64x32 is the
     fallback for D = 256 and fp32."""
-    shapes = [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 2)]
+    shapes = [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
     return [triton.Config({"BLOCK_HELD": m, "BLOCK_ITER": n}, num_warps=w, num_stages=s)
             for m, n, w, s in shapes]
 
 
-def _prune_fp32(configs, named_args, **kwargs):
-    """fp32 inputs use exact ("ieee") dots, which run on CUDA cores with fp32 operands in registers:
-    keep only the small tiles (<= 64x64) for them."""
+def _prune(configs, named_args, **kwargs):
+    """Keep the tiles that fit the dtype: 16-bit inputs use the tensor-core tiles (>= 64x32);
+    fp32 inputs use exact ("ieee") dots on CUDA cores with fp32 operands, so only small tiles
+    (<= 64x64), and for head dims > 128 only the single-stage 32x32 tile fits shared memory."""
+    d = kwargs.get("D", named_args.get("D", 0))
+
+    def area(c):
+        return math.prod(v for k, v in c.kwargs.items() if k.startswith("BLOCK"))
     if named_args.get("DTYPE_KEY", 1) != 0:
-        return configs
-    small = [c for c in configs if math.prod(v for k, v in c.kwargs.items() if k.startswith("BLOCK")) <= 64 * 64]
-    return small or configs[-1:]
+        keep = [c for c in configs if area(c) >= 64 * 32]
+    elif d > 128:
+        keep = [c for c in configs if area(c) <= 32 * 32]
+    else:
+        keep = [c for c in configs if 32 * 32 < area(c) <= 64 * 64]
+    return keep or configs[-1:]
 
 
 _KEY = ["L", "H", "D", "DTYPE_KEY"]
@@ -162,7 +171,7 @@ def _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_base, v_base, sk_l, sv_l, n_keys
     return acc0, acc1, m_i, l_i
 
 
-@tunable(_fwd_configs(), key=_KEY, prune=_prune_fp32)
+@tunable(_fwd_configs(), key=_KEY, prune=_prune)
 @triton.jit
 def _spatial_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
@@ -341,7 +350,7 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                  D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
-@tunable(_bwd_configs(), key=_KEY, prune=_prune_fp32)
+@tunable(_bwd_configs(), key=_KEY, prune=_prune)
 @triton.jit
 def _spatial_bwd_kernel(
     do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr, dk_ptr, dv_ptr,

@@ -173,8 +173,11 @@ def _dense_offsets(l0, h0, L, H, D: tl.constexpr,
             + offs_d[None, None, :])
 
 
+# Launch heuristics (benchmarks/sweep_temporal.py measures alternatives on the GPU):
 _TILE = 2048          # elements of one [BLOCK_L, BLOCK_H, BLOCK_D] tile (fp32 in registers)
-_TARGET_PROGRAMS = 1024
+_TARGET_PROGRAMS = 1024   # backward: split frames into chunks until about this many programs
+_FWD_WARPS = 4
+_BWD_WARPS = 8
 
 
 def _blocks(l: int, h: int, d: int):
@@ -208,7 +211,7 @@ def temporal_attention_fwd(q, k, v, num_frames: int, scale: float):
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         l, h, num_frames, scale, D=d, VEC=_vec(q, k, v, out),
-        BLOCK_L=block_l, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=4)
+        BLOCK_L=block_l, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=_FWD_WARPS)
     return out
 
 
@@ -235,7 +238,7 @@ def temporal_attention_bwd(dout, q, k, v, num_frames: int, scale: float):
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2),
         l, h, num_frames, scale, chunk, clips, D=d, VEC=_vec(dout, q, k, v, dq), SPLIT=split,
-        BLOCK_L=block_l, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=8)
+        BLOCK_L=block_l, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=_BWD_WARPS)
     if split:
         first = part.sum(dim=0).to(q.dtype)          # (2, clips, L, H, D), fixed-order reduction
         dk.view(clips, num_frames, l, h, d)[:, 0] = first[0]
