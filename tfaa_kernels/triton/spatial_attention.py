@@ -383,13 +383,16 @@ def _dtype_key(t):
     return {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[t.dtype]
 
 
+_SPLIT_HEAD = True   # benchmarks/sweep_spatial.py compares against one padded block
+
+
 def head_split(d: int):
     """Column chunks of a head dim d: (BLOCK_D0, BLOCK_D1, HAS_D1). One power-of-two block
     ``max(16, next_pow2(d))`` unless two smaller ones cover d with fewer padded columns:
     40 -> 32+16, 80 -> 64+16, 160 -> 128+32, 96 -> 64+32; 64 -> 64, 24 -> 32, 100 -> 128."""
     full = max(16, triton.next_power_of_2(d))
     d0 = max(16, 1 << (d.bit_length() - 1))
-    if d - d0 > 0:
+    if _SPLIT_HEAD and d - d0 > 0:
         d1 = max(16, triton.next_power_of_2(d - d0))
         if d0 + d1 < full:
             return d0, d1, True
