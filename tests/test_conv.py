@@ -227,7 +227,7 @@ class _TinyConvBlock(torch.nn.Module):
         for norm, conv in zip(self.norms, self.convs):
             if self.fused:
                 h = tk.temporal_conv1d(h, conv.weight, conv.bias, num_frames, backend=self.backend,
-                                       norm=GroupNormSpec(norm.num_groups, norm.weight, norm.bias, norm.eps),
+                                       norm=GroupNormSpec.from_module(norm),
                                        activation="silu")
             else:
                 h = tk.temporal_conv1d(F.silu(norm(h)), conv.weight, conv.bias, num_frames, backend=self.backend)
