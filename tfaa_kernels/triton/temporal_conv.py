@@ -20,8 +20,9 @@ written: y is stored once, in x's memory format.
 - ``_gn_stats_kernel`` computes per (frame, group) mean and 1/std (two passes, fp32) for the
   fused prologue.
 
-All offsets are int64. On the GPU block shapes are autotuned; in the interpreter
-(``TRITON_INTERPRET=1``) one small configuration runs.
+All offsets are int64. On the GPU block shapes are autotuned over the dtype's tiles (see
+``_gemm_configs``; ``TFAA_AUTOTUNE=0`` takes the first that fits, as tfaa_kernels.triton._autotune
+describes); in the interpreter (``TRITON_INTERPRET=1``) one small configuration runs.
 """
 from __future__ import annotations
 
@@ -35,32 +36,48 @@ import triton.language as tl
 
 from .._alloc import empty
 from ..backends import register_impl, triton_interpret
+from ._autotune import tunable
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY"]
 _DW_KEY = ["C_IN", "C_OUT", "HW", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY"]
 
 
 def _gemm_configs():
-    """(BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages) tried on the GPU."""
-    shapes = [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 32, 4, 4),
-              (256, 64, 64, 8, 3), (256, 128, 32, 8, 3), (64, 256, 64, 8, 3)]
+    """(BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages) tried on the GPU: tensor-core tiles
+    (BLOCK_CI = 64) for 16-bit inputs, the first one being the default when TFAA_AUTOTUNE=0; small
+    tiles (BLOCK_CI = 32) for fp32, whose exact ("ieee") dots run on CUDA cores."""
+    shapes = [(128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
+              (256, 64, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (64, 256, 64, 8, 3),
+              (64, 64, 64, 4, 3), (64, 64, 32, 4, 2), (32, 64, 32, 4, 2), (64, 32, 32, 4, 2)]
     return [triton.Config({"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci}, num_warps=w, num_stages=s)
             for bp, bco, bci, w, s in shapes]
 
 
+def _arg(named_args, kwargs, name):
+    return kwargs.get(name, named_args.get(name))
+
+
+def _gemm_prune(configs, named_args, **kwargs):
+    """The dtype's tiles (see _gemm_configs), none much larger than the problem."""
+    fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
+    keep = [c for c in configs if (c.kwargs["BLOCK_CI"] == 32) == fp32]
+    co_cap = max(64, triton.next_power_of_2(int(_arg(named_args, kwargs, "C_OUT"))))
+    p_cap = max(64, triton.next_power_of_2(int(_arg(named_args, kwargs, "HW"))))
+    fit = [c for c in keep if c.kwargs["BLOCK_CO"] <= co_cap and c.kwargs["BLOCK_P"] <= p_cap]
+    return fit or keep[:1] or configs[:1]
+
+
 def _dw_configs():
-    """(BLOCK_P, num_warps, num_stages); BLOCK_CO/BLOCK_CI are fixed by the host (they set the split)."""
+    """(BLOCK_P, num_warps, num_stages); BLOCK_CO/BLOCK_CI are fixed by the host (they set the split).
+    The 32-pixel tile is the fp32 one."""
     return [triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
-            for bp, w, s in ((32, 4, 4), (64, 8, 3), (128, 8, 3))]
+            for bp, w, s in ((64, 8, 3), (128, 8, 3), (32, 4, 4))]
 
 
-def _tunable(configs, key):
-    """Autotune on the GPU; in the interpreter the host passes one small config explicitly."""
-    def deco(fn):
-        if triton_interpret():
-            return fn
-        return triton.autotune(configs=configs(), key=key)(fn)
-    return deco
+def _dw_prune(configs, named_args, **kwargs):
+    fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
+    keep = [c for c in configs if (c.kwargs["BLOCK_P"] == 32) == fp32]
+    return keep or configs[:1]
 
 
 @triton.jit
@@ -97,7 +114,7 @@ def _prologue(a, scale_ptr, shift_ptr, n_src, ci, ci_mask, C,
     return a
 
 
-@_tunable(_gemm_configs, _GEMM_KEY)
+@tunable(_gemm_configs(), key=_GEMM_KEY, prune=_gemm_prune)
 @triton.jit
 def _conv_gemm_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, scale_ptr, shift_ptr,
@@ -161,7 +178,7 @@ def _conv_gemm_kernel(
              acc.to(y_ptr.dtype.element_ty), mask=p_mask[:, None] & co_mask[None, :])
 
 
-@_tunable(_dw_configs, _DW_KEY)
+@tunable(_dw_configs(), key=_DW_KEY, prune=_dw_prune)
 @triton.jit
 def _conv_dw_kernel(
     dy_ptr, x_ptr, scale_ptr, shift_ptr, part_ptr,
@@ -375,10 +392,13 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     return y
 
 
-def _dw_blocks(c_out: int, c_in: int) -> Tuple[int, int]:
+def _dw_blocks(c_out: int, c_in: int, dtype: torch.dtype) -> Tuple[int, int]:
+    """(BLOCK_CO, BLOCK_CI) of the weight-gradient tiles: 128 x 128 tensor-core tiles, 64 x 64 for
+    fp32 (CUDA-core dots) or narrow channel counts."""
     if triton_interpret():
         return 16, 16
-    return (128 if c_out > 64 else 64), (128 if c_in > 64 else 64)
+    big = 64 if dtype == torch.float32 else 128
+    return (big if c_out > 64 else 64), (big if c_in > 64 else 64)
 
 
 def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
@@ -387,7 +407,7 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
     """dW (C_out, C_in, K) in fp32: split-K partials over B*F*H*W, summed in a fixed order."""
     n, c_in, h, w = x.shape
     c_out = dy.shape[1]
-    bco, bci = _dw_blocks(c_out, c_in)
+    bco, bci = _dw_blocks(c_out, c_in, x.dtype)
     tiles = triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci) * kt
     if triton_interpret():
         split = 2
