@@ -223,3 +223,25 @@ def test_latent_cache_training_matches_pixel_training(tmp_path):
     lat = train(cached)
     assert os.path.isfile(tmp_path / "cache" / "meta.json")
     assert lat["losses"] == pytest.approx(px["losses"], rel=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    plain = train(tiny_cfg(tmp_path / "plain", max_steps=2, checkpoint_every=5))
+    cfg = tiny_cfg(tmp_path / "ckpt", max_steps=2, checkpoint_every=5)
+    cfg["model"]["gradient_checkpointing"] = True
+    ckpt = train(cfg)
+    assert ckpt["losses"] == pytest.approx(plain["losses"], rel=1e-6, abs=0)
+
+
+def test_unreadable_videos_are_counted_across_workers(tmp_path):
+    from tfaa.data import make_synthetic_dataset
+
+    cap = make_synthetic_dataset(str(tmp_path / "data"), num_videos=3, num_frames=4, size=16)
+    (tmp_path / "data" / "broken.mp4").write_bytes(b"\x00" * 100)
+    with open(cap, "a") as fh:
+        fh.write(json.dumps({"path": "broken.mp4", "caption": "broken"}) + "\n")
+    cfg = tiny_cfg(tmp_path / "run", max_steps=2, checkpoint_every=5)
+    cfg["data"].update(format="captions", captions=cap, num_workers=1)
+    res = train(cfg)
+    assert res["final_step"] == 2
+    assert res["skipped_videos"] == 1 and res["skipped_paths"] == [str(tmp_path / "data" / "broken.mp4")]
