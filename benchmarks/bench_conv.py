@@ -129,14 +129,24 @@ def block_candidates(inp: Inputs):
     return c
 
 
-def check(inp: Inputs, dtype) -> float:
-    """Relative error of the default kernel backend's forward against the fp64 reference on one clip."""
-    bes = kernel_backends()
+def check(inp: Inputs, fused: bool) -> float:
+    """Relative error of the first kernel backend's forward (channels_last input; plain conv or the
+    fused GroupNorm+SiLU layer) against the fp64 reference, on the first clip."""
+    bes = kernel_backends("temporal_conv1d_gn_silu" if fused else "temporal_conv1d")
     if not bes:
         return float("nan")
     f = inp.num_frames
-    y = tk.temporal_conv1d(inp.x_cl, inp.weight, inp.bias, f, backend=bes[0])[:f].double()
-    ref = reference.temporal_conv1d(inp.x[:f].double(), inp.weight.double(), inp.bias.double(), f)
+    w, b, gw, gb = (t.detach() for t in (inp.weight, inp.bias, inp.gn_w, inp.gn_b))
+    with torch.no_grad():
+        if fused:
+            y = tk.temporal_conv1d(inp.x_cl, w, b, f, backend=bes[0], norm=GroupNormSpec(GROUPS, gw, gb, 1e-5),
+                                   activation="silu")
+            ref = reference.group_norm_silu_temporal_conv1d(inp.x[:f].double(), w.double(), b.double(), f, GROUPS,
+                                                            gw.double(), gb.double(), 1e-5)
+        else:
+            y = tk.temporal_conv1d(inp.x_cl, w, b, f, backend=bes[0])
+            ref = reference.temporal_conv1d(inp.x[:f].double(), w.double(), b.double(), f)
+    y = y[:f].double()
     return ((y - ref).norm() / ref.norm()).item()
 
 
@@ -154,7 +164,7 @@ def run(shapes, dtype, device):
     rows = []
     for sname, shape in shapes.items():
         inp = Inputs(shape, dtype, device)
-        err = check(inp, dtype)
+        errs = {"conv": check(inp, False), "GN+SiLU+conv layer": check(inp, True)}
         flops = conv_flops(shape)
         b, f, h, w, c = shape
         floor = (2 * b * f * c * h * w * torch.finfo(dtype).bits / 8) / (bw * 1e9) * 1e3 if bw else None
@@ -170,7 +180,7 @@ def run(shapes, dtype, device):
                        "dtype": str(dtype).replace("torch.", ""),
                        "TFLOP/s": fl / (t_f * 1e-3) / 1e12 if t_f else None,
                        "fb TFLOP/s": 3 * fl / (t_fb * 1e-3) / 1e12 if t_fb else None,
-                       "floor": floor, "err": err}
+                       "floor": floor, "err": errs[section]}
                 rows.append(row)
                 shown = {k: v for k, v in row.items() if k not in ("section", "shape", "dtype")}
                 print(section, sname, shown, flush=True)
@@ -186,9 +196,9 @@ def render(bw, rows) -> str:
            "in-clip taps only (the GEMM row: its own 2*M*N*K); fwd+bwd FLOPs = 3x fwd."]
     if bw:
         out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s; HBM floor of the forward = read x + write y.")
-    errs = {r["shape"]: r["err"] for r in rows}
-    out.append("Kernel forward vs fp64 reference (rel. Frobenius error, channels_last, one clip): "
-               + ", ".join(f"{s} {e:.2e}" for s, e in errs.items()))
+    errs = {(r["shape"], r["section"]): r["err"] for r in rows}
+    out.append("Kernel forward vs fp64 reference (rel. Frobenius error, channels_last, first clip): "
+               + ", ".join(f"{s} {sec} {e:.2e}" for (s, sec), e in errs.items()))
     hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd / fwd", "fwd+bwd TFLOP/s"]
     for section in ("conv", "GN+SiLU+conv layer"):
         out.append(f"\n**{section}**\n")
