@@ -62,10 +62,10 @@ def test_i3d_shapes_and_state_dict_names():
 
 def test_i3d_extractor_loads_state_dict_and_torchscript(tmp_path):
     videos = torch.rand(3, 8, 3, 32, 32) * 2 - 1
-    rand = I3DFeatureExtractor(None, resize=64, seed=1)
+    rand = I3DFeatureExtractor(None, resize=32, seed=1)
     path = tmp_path / "i3d.pt"
     torch.save(rand.model.state_dict(), path)
-    loaded = I3DFeatureExtractor(str(path), resize=64)
+    loaded = I3DFeatureExtractor(str(path), resize=32)
     assert np.array_equal(rand.extract(videos), loaded.extract(videos))
     bad = tmp_path / "bad.pt"
     torch.save({"foo": torch.zeros(1)}, bad)
@@ -91,7 +91,7 @@ def test_i3d_extractor_loads_state_dict_and_torchscript(tmp_path):
 def test_fvd_zero_for_same_set_and_grows_with_shift():
     ext = I3DFeatureExtractor(None, resize=32, features="pool")
     torch.manual_seed(0)
-    real = torch.rand(6, 8, 3, 32, 32) * 2 - 1
+    real = torch.rand(4, 8, 3, 32, 32) * 2 - 1
     assert abs(compute_fvd(real, real, ext)) < 1e-6
     near = (real + 0.05 * torch.randn_like(real)).clamp(-1, 1)
     far = (real * 0.2 + 0.6).clamp(-1, 1)

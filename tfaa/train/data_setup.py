@@ -18,7 +18,7 @@ __all__ = ["load_records", "build_video_dataset", "DataPosition", "batch_stream"
 
 def load_records(cfg: DataConfig, output_dir: str, is_main: bool = True) -> List[VideoRecord]:
     """The records ``cfg`` names (``format`` captions / ucf101 / msrvtt / synthetic). The synthetic
-    set is generated into ``output_dir/synthetic_data`` (by the main process; others must wait
+    set (``2 * num_frames`` frames per video at 24 fps, frame folders) is generated into ``output_dir/synthetic_data`` (by the main process; others must wait
     before calling with ``is_main=False``). Raises ``ValueError`` when the source lists no video."""
     if cfg.format == "captions":
         records = read_caption_file(cfg.captions, root=cfg.root)
@@ -30,8 +30,9 @@ def load_records(cfg: DataConfig, output_dir: str, is_main: bool = True) -> List
         out = os.path.join(output_dir, "synthetic_data")
         cap = os.path.join(out, "captions.jsonl")
         if is_main and not os.path.isfile(cap):
-            make_synthetic_dataset(out, num_videos=cfg.synthetic_num_videos, num_frames=cfg.num_frames,
-                                   size=cfg.size, fps=cfg.target_fps or 24.0, seed=0, format="frames")
+            # twice the clip length at 24 fps, so random_start and stride have room
+            make_synthetic_dataset(out, num_videos=cfg.synthetic_num_videos, num_frames=2 * cfg.num_frames,
+                                   size=cfg.size, fps=24.0, seed=0, format="frames")
         records = read_caption_file(cap)
     else:
         raise ValueError(f"data.format must be captions, ucf101, msrvtt or synthetic, got {cfg.format!r}")
