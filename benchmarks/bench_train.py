@@ -136,13 +136,25 @@ def main(argv=None) -> int:
     rows, results = [], []
     for backend in [x.strip() for x in args.backends.split(",") if x.strip()]:
         t0 = time.perf_counter()
-        r = run_backend(unet, optimizer, params, backend, args, device, text_dim)
+        try:
+            r = run_backend(unet, optimizer, params, backend, args, device, text_dim)
+        except torch.cuda.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            print(f"{backend}: out of GPU memory (try --gradient-checkpointing)", flush=True)
+            results.append({"backend": backend, "oom": True})
+            continue
         results.append(r)
         print(f"{backend}: {r['fps']:.1f} frames/s, {r['step_ms']:.1f} ms/step"
               + (f", peak {r['peak_gib']:.2f} GiB" if "peak_gib" in r else "")
               + f" ({time.perf_counter() - t0:.1f}s incl. warm-up)", flush=True)
     base = results[0]
     for r in results:
+        if r.get("oom") or base.get("oom"):
+            rows.append([r["backend"]] + (["OOM"] * 7 if r.get("oom") else
+                                          [f"{r['fps']:.1f}", f"{r['step_ms']:.1f}", "—",
+                                           f"{r.get('peak_gib', 0):.2f}", f"{r.get('act_gib', 0):.2f}", "—", "—"]))
+            continue
         row = [r["backend"], f"{r['fps']:.1f}", f"{r['step_ms']:.1f}", f"{r['fps'] / base['fps']:.2f}x"]
         if "peak_gib" in r:
             row += [f"{r['peak_gib']:.2f}", f"{r['act_gib']:.2f}", f"{r['peak_gib'] / base['peak_gib']:.2f}x",

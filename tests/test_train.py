@@ -36,6 +36,7 @@ def tiny_cfg(out, **train_kw):
     ({"train": {"batch_size": 0}}, r"train.batch_size must be >= 1, got 0"),
     ({"optim": {"learning_rate": 0.0}}, r"optim.learning_rate must be > 0.0"),
     ({"data": {"size": 20}}, r"data.size must be a multiple of 8"),
+    ({"data": {"num_frames": 1}}, r"data.num_frames must be >= 2"),
     ({"data": {"caption_dropout": 1.5}}, r"data.caption_dropout must be >= 0.0 and <= 1.0"),
     ({"train": {"ema_decay": 1.0}}, r"train.ema_decay must be > 0.0 and < 1.0"),
     ({"train": {"mixed_precision": "bf61"}}, r"did you mean 'bf16'"),

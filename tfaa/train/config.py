@@ -135,7 +135,8 @@ class TrainConfig:
             if not os.path.exists(value):
                 raise ConfigError(f"data.{key} {value!r} does not exist")
         _range("data.synthetic_num_videos", d.synthetic_num_videos, lo=1)
-        _range("data.num_frames", d.num_frames, lo=1, hi=1024)
+        # F = 1 skips every temporal block (image mode): nothing would train
+        _range("data.num_frames", d.num_frames, lo=2, hi=1024)
         if d.target_fps is not None:
             _range("data.target_fps", d.target_fps, lo=1e-3, lo_open=True)
         _range("data.size", d.size, lo=8)
