@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: install carried wheels, build the CUDA extension, run the GPU tests and
 # the benchmarks, update benchmarks/RESULTS.md, print a short summary last.
-#   bash scripts/gpu_check.sh [tests] [attention] [conv] [train] [sampling]   (default: all)
+#   bash scripts/gpu_check.sh [tests] [attention] [conv] [train] [sampling] [sweeps]   (default: all but sweeps)
 # Logs go to $OUT (or ./out) as gpu_check.log; RESULTS.md is copied there too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,7 @@ for p in $parts; do
     attention) step bench-attention python3 benchmarks/bench_attention.py --results benchmarks/RESULTS.md ${BENCH_ATTENTION_ARGS:-} ;;
     conv)      [ -f benchmarks/bench_conv.py ] && step bench-conv python3 benchmarks/bench_conv.py --results benchmarks/RESULTS.md ;;
     train)     [ -f benchmarks/bench_train.py ] && step bench-train python3 benchmarks/bench_train.py --results benchmarks/RESULTS.md ;;
+    sweeps)    step sweep-temporal python3 benchmarks/sweep_temporal.py; step sweep-spatial python3 benchmarks/sweep_spatial.py ;;
     sampling)  [ -f benchmarks/bench_sampling.py ] && step bench-sampling python3 benchmarks/bench_sampling.py --results benchmarks/RESULTS.md ;;
     *) echo "unknown part $p" ;;
   esac
