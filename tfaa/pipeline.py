@@ -96,6 +96,15 @@ class TFAAPipeline(DiffusionPipeline):
             tokenizer=CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
             unet=unet, scheduler=sched)
 
+    def enable_fast_sampling(self, **kwargs):
+        """Fast sampling mode (fused QKV, channels_last, fullgraph torch.compile of the UNet with
+        CUDA graphs on CUDA); results equal normal sampling up to bf16 tolerance. Call after
+        ``.to(device, dtype)``. ``kwargs``: see :func:`tfaa.fast.enable_fast_sampling`.
+        Returns the applied :class:`tfaa.fast.FastSamplingConfig`."""
+        from .fast import enable_fast_sampling
+
+        return enable_fast_sampling(self, **kwargs)
+
     # ------------------------------------------------------------------ steps
     @torch.no_grad()
     def encode_prompt(self, prompt: List[str], device) -> torch.Tensor:

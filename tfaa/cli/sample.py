@@ -47,6 +47,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="model dtype (default: fp16 on CUDA, fp32 elsewhere)")
     p.add_argument("--backend", choices=("auto", "torch", "triton", "cuda"), default="auto",
                    help="kernel backend of the temporal modules")
+    p.add_argument("--fast", action="store_true",
+                   help="fast sampling mode (pipe.enable_fast_sampling(): fused QKV, channels_last, "
+                        "torch.compile of the UNet, CUDA graphs on CUDA); the first video compiles")
     p.set_defaults(handler=run)
     return p
 
@@ -105,6 +108,8 @@ def run(args) -> int:
                                 scheduler=args.scheduler, torch_dtype=getattr(torch, dtype_name))
     pipe.unet.set_backend(args.backend)
     pipe.to(device)
+    if args.fast:
+        pipe.enable_fast_sampling()
     pipe.set_progress_bar_config(disable=True)
 
     with state.split_between_processes(jobs) as my_jobs:

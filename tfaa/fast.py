@@ -1,0 +1,131 @@
+"""Fast sampling mode of :class:`~tfaa.pipeline.TFAAPipeline` (``pipe.enable_fast_sampling()``,
+``tfaa sample --fast``).
+
+What it changes, in place, all of it result-preserving up to floating-point reassociation
+(bf16 tolerance; the fast-vs-normal test is ``tests/test_fast_sampling.py``):
+
+1. **Fused projections**: the UNet's attention layers compute Q/K/V of self-attention in one GEMM
+   and K/V of cross-attention in one GEMM (diffusers ``fuse_qkv_projections``); the same for the
+   VAE's mid-block attention. Our TFAA blocks already use a packed ``qkv`` Linear.
+2. **channels_last**: the 4-D conv weights of the UNet and the VAE (cuDNN's / inductor's faster
+   NHWC convolutions; the temporal conv kernels take either layout).
+3. **torch.compile of the UNet**, ``fullgraph=True`` (a graph break is an error, not a silent
+   slowdown): the tfaa kernels are ``torch.library`` custom ops with fake implementations, so
+   inductor traces straight through the temporal blocks' forward hooks. The compiled module is the
+   inner ``UNet2DConditionModel`` (``pipe.unet.unet``): ``VideoUNet.forward`` only sets the frame
+   count (read by the hooks, and guarded on by dynamo: a new frame count recompiles once) and
+   reshapes its arguments. On CUDA the default mode is ``"reduce-overhead"``: CUDA graphs replay
+   each denoising step's ~1k kernel launches as one graph. Shapes are static (``dynamic=False``):
+   a new video size compiles a new graph.
+
+Everything is applied to the modules themselves, so ``pipe`` keeps its types (``pipe.unet`` is
+still a :class:`~tfaa.models.VideoUNet`, saving works). The first call of a new shape pays the
+compilation (about a minute for the SD-size UNet on a GPU machine); later calls are fast.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "none")
+
+
+@dataclass(frozen=True)
+class FastSamplingConfig:
+    """What :func:`enable_fast_sampling` applied to a pipeline (``pipe.fast_sampling``)."""
+
+    fuse_qkv: bool
+    channels_last: bool
+    compile_mode: Optional[str]      # None: the UNet is not compiled
+    compile_backend: Optional[str]
+    compile_vae: bool
+
+    def describe(self) -> str:
+        parts = []
+        if self.fuse_qkv:
+            parts.append("fused QKV/KV projections")
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.compile_mode is not None:
+            parts.append(f"torch.compile(UNet, fullgraph, backend={self.compile_backend}, mode={self.compile_mode})")
+        if self.compile_vae:
+            parts.append("compiled VAE decoder")
+        return ", ".join(parts) or "nothing"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_compile_mode(mode: str, device: torch.device) -> Optional[str]:
+    """``"auto"`` -> ``"reduce-overhead"`` (CUDA graphs) on CUDA, ``"default"`` elsewhere;
+    ``"none"`` -> None (no compilation); other names pass through after validation."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    if mode == "none":
+        return None
+    if mode == "auto":
+        return "reduce-overhead" if device.type == "cuda" else "default"
+    if "cudagraphs" not in mode and mode in ("reduce-overhead", "max-autotune") and device.type != "cuda":
+        raise ValueError(f"compile mode {mode!r} uses CUDA graphs and needs the pipeline on a CUDA "
+                         f"device (it is on {device}); use 'default' or 'auto'")
+    return mode
+
+
+def _fuse_projections(module) -> None:
+    """diffusers' ``fuse_qkv_projections`` on a UNet2DConditionModel or AutoencoderKL, once."""
+    if getattr(module, "original_attn_processors", None) is not None:  # already fused
+        return
+    module.fuse_qkv_projections()
+
+
+def enable_fast_sampling(pipe, *, fuse_qkv: bool = True, channels_last: bool = True,
+                         compile_mode: str = "auto", compile_backend: str = "inductor",
+                         compile_vae: bool = False) -> FastSamplingConfig:
+    """Switch ``pipe`` (a :class:`~tfaa.pipeline.TFAAPipeline`) to the fast sampling mode; see the
+    module docstring. Move the pipeline to its device and dtype *before* calling this.
+
+    Args:
+        fuse_qkv: fuse the UNet's and VAE's attention projections.
+        channels_last: NHWC conv weights in the UNet and VAE.
+        compile_mode: ``"auto"`` (``"reduce-overhead"`` on CUDA, ``"default"`` elsewhere), a
+            ``torch.compile`` mode, or ``"none"`` to skip compilation.
+        compile_backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` traces the
+            same graph without code generation, e.g. for quick CPU checks).
+        compile_vae: also compile the VAE decoder (``fullgraph``, static shapes; every distinct
+            ``decode_chunk_size`` remainder compiles once).
+
+    Returns: the :class:`FastSamplingConfig` applied, also stored as ``pipe.fast_sampling``.
+    Raises ``RuntimeError`` when called twice with different settings.
+    """
+    device = pipe.unet.device
+    mode = resolve_compile_mode(compile_mode, device)
+    config = FastSamplingConfig(fuse_qkv=bool(fuse_qkv), channels_last=bool(channels_last),
+                                compile_mode=mode, compile_backend=compile_backend if mode else None,
+                                compile_vae=bool(compile_vae))
+    previous = getattr(pipe, "fast_sampling", None)
+    if previous is not None:
+        if previous != config:
+            raise RuntimeError(f"fast sampling is already enabled ({previous.describe()}); build a new "
+                               "pipeline to apply different settings")
+        return previous
+
+    inner = pipe.unet.unet  # the spatial UNet2DConditionModel, carrying the temporal hooks
+    if fuse_qkv:
+        _fuse_projections(inner)
+        _fuse_projections(pipe.vae)
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if mode is not None:
+        if compile_backend == "inductor":
+            # 1x1 convolutions (the ResNets' shortcuts, proj_in/out) as GEMMs: diffusers' SD recipe
+            torch._inductor.config.conv_1x1_as_mm = True
+        inner.compile(fullgraph=True, dynamic=False, backend=compile_backend,
+                      **({"mode": mode} if compile_backend == "inductor" else {}))
+        if compile_vae:
+            pipe.vae.decoder.compile(fullgraph=True, dynamic=False, backend=compile_backend,
+                                     **({"mode": mode} if compile_backend == "inductor" else {}))
+    pipe.fast_sampling = config
+    return config
