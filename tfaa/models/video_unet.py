@@ -90,6 +90,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
         conv_kernel_size: temporal conv kernel size K (3).
         tfaa_mode: ``"temporal"`` (default) or ``"spatial"``.
         backend: kernel backend of all temporal blocks (``"auto"``; change with :meth:`set_backend`).
+        use_tfaa: add the TFAA blocks (True); False builds the "w/o TFAA" ablation.
+        use_temporal_conv: add the temporal conv blocks (True); False builds "w/o temporal conv".
 
     ``forward(sample (B*F, 4, h, w), timestep, encoder_hidden_states (B*F or B, 77, C), num_frames=F)``.
     """
@@ -98,10 +100,13 @@ class VideoUNet(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, unet_config: Dict[str, Any], conv_num_layers: int = 4, conv_kernel_size: int = 3,
-                 tfaa_mode: str = "temporal", backend: str = "auto"):
+                 tfaa_mode: str = "temporal", backend: str = "auto", use_tfaa: bool = True,
+                 use_temporal_conv: bool = True):
         super().__init__()
         self.unet = UNet2DConditionModel(**clean_unet_config(unet_config))
         conv_channels, tfaa_dims, self._paths = _unet_structure(self.unet)
+        conv_channels = conv_channels if use_temporal_conv else {}
+        tfaa_dims = tfaa_dims if use_tfaa else {}
         self.temporal = TemporalWeights(
             conv_channels=conv_channels, tfaa_dims=tfaa_dims, conv_num_layers=conv_num_layers,
             conv_kernel_size=conv_kernel_size, norm_num_groups=self.unet.config.norm_num_groups,

@@ -1,0 +1,120 @@
+"""The demo's settings: one dataclass, checked before any work, with a ``--quick`` preset for tests."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+__all__ = ["DemoConfig", "DemoConfigError", "quick_overrides", "DEFAULT_PROMPTS", "VARIANTS"]
+
+#: one prompt per direction, every colour and shape of the demo set once or more
+DEFAULT_PROMPTS = ("a red circle moving right", "a green square moving left",
+                   "a blue circle moving up", "a yellow square moving down")
+
+#: the video models trained and compared: name -> VideoUNet switches (thesis Table 5.4 at toy scale)
+VARIANTS: Dict[str, Dict[str, bool]] = {
+    "full": dict(use_tfaa=True, use_temporal_conv=True),
+    "w/o TFAA": dict(use_tfaa=False, use_temporal_conv=True),
+    "w/o temporal conv": dict(use_tfaa=True, use_temporal_conv=False),
+}
+
+
+class DemoConfigError(ValueError):
+    """A demo setting out of range; the message names the setting and the rule."""
+
+
+@dataclass
+class DemoConfig:
+    """Everything that determines the demo's results (stored in the output folder, compared on resume).
+
+    Data: every combination of ``colors`` x ``shapes`` x ``directions`` is one clip of
+    ``num_frames`` frames of ``size`` x ``size`` pixels (:func:`tfaa.data.synthetic.render_clip`).
+    Models: a pixel-space UNet on 2x2 space-to-depth pixels (``size/2`` x ``size/2`` x 12) and a tiny
+    CLIP text encoder trained with it (the image stage), then inflated and temporally trained.
+    """
+
+    seed: int = 0
+    # data
+    colors: Tuple[str, ...] = ("red", "green", "blue", "yellow")
+    shapes: Tuple[str, ...] = ("circle", "square")
+    directions: Tuple[str, ...] = ("left", "right", "up", "down")
+    num_frames: int = 8
+    size: int = 32
+    # image stage
+    steps_image: int = 500
+    batch_image: int = 32
+    lr_image: float = 1e-3
+    # video stage (each of the 3 variants)
+    steps_video: int = 200
+    batch_video: int = 4
+    lr_video: float = 1e-3
+    caption_dropout: float = 0.1
+    # model size
+    channels: Tuple[int, ...] = (32, 64)
+    conv_num_layers: int = 2
+    # sampling
+    prompts: Tuple[str, ...] = DEFAULT_PROMPTS
+    samples_per_prompt: int = 2
+    sample_steps: int = 25
+    guidance_scale: float = 3.0
+
+    def validate(self) -> "DemoConfig":
+        """Raise :class:`DemoConfigError` naming the first bad setting; returns ``self``."""
+        from tfaa.data.synthetic import COLORS, DIRECTIONS, SHAPES
+
+        for name, values, allowed in (("colors", self.colors, tuple(COLORS)), ("shapes", self.shapes, SHAPES),
+                                      ("directions", self.directions, tuple(DIRECTIONS))):
+            if not values:
+                raise DemoConfigError(f"{name} must not be empty")
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise DemoConfigError(f"{name}: {bad} not among {allowed}")
+        ints = dict(num_frames=(self.num_frames, 2), size=(self.size, 16), steps_image=(self.steps_image, 1),
+                    batch_image=(self.batch_image, 1), steps_video=(self.steps_video, 1),
+                    batch_video=(self.batch_video, 1), samples_per_prompt=(self.samples_per_prompt, 1),
+                    sample_steps=(self.sample_steps, 1), conv_num_layers=(self.conv_num_layers, 1))
+        for name, (value, lo) in ints.items():
+            if not isinstance(value, int) or value < lo:
+                raise DemoConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
+        levels = len(self.channels)
+        if self.size % (2 ** levels) != 0:
+            raise DemoConfigError(f"size must be a multiple of {2 ** levels} (2x2 pixel packing and "
+                                  f"{levels - 1} UNet downsamplings), got {self.size}")
+        if not self.channels or any(c % 16 for c in self.channels):
+            raise DemoConfigError(f"channels must be multiples of 16 (GroupNorm groups), got {self.channels}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise DemoConfigError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        for name in ("lr_image", "lr_video"):
+            if getattr(self, name) <= 0:
+                raise DemoConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.guidance_scale < 0:
+            raise DemoConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if not self.prompts:
+            raise DemoConfigError("prompts must not be empty")
+        for p in self.prompts:
+            words = p.split()
+            if len(words) != 5 or words[0] != "a" or words[3] != "moving" or words[1] not in self.colors \
+                    or words[2] not in self.shapes or words[4] not in self.directions:
+                raise DemoConfigError(f"prompt {p!r} must read 'a <color> <shape> moving <direction>' with "
+                                      f"color in {self.colors}, shape in {self.shapes}, direction in "
+                                      f"{self.directions} (the measure tracks that colour along that direction)")
+        return self
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DemoConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise DemoConfigError(f"unknown demo settings {unknown}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+
+
+def quick_overrides() -> Dict[str, object]:
+    """The ``--quick`` preset (tests, smoke runs: seconds, not a usable model)."""
+    return dict(colors=("red", "blue"), shapes=("square",), directions=("left", "right"), num_frames=4,
+                size=16, steps_image=6, batch_image=8, steps_video=3, batch_video=2, channels=(16, 32),
+                conv_num_layers=1, prompts=("a red square moving right", "a blue square moving left"),
+                samples_per_prompt=1, sample_steps=3)
