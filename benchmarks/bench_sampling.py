@@ -328,7 +328,10 @@ def counted_flops(factory: Callable[[], torch.nn.Module], kind: str, frames: int
 
 
 def _g(flops: Optional[float]) -> str:
-    return "—" if flops is None else f"{flops / 1e9:.4g}"
+    if flops is None:
+        return "—"
+    g = flops / 1e9
+    return f"{g:.0f}" if g >= 100 else f"{g:.4g}"
 
 
 def flop_report(scale: Scale, ours) -> Tuple[str, Dict[str, Optional[float]]]:
@@ -587,7 +590,11 @@ def build_arg_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpar
 
 
 def main(argv=None) -> int:
-    args = build_arg_parser().parse_args(argv)
+    return main_with_args(build_arg_parser().parse_args(argv))
+
+
+def main_with_args(args: argparse.Namespace) -> int:
+    """Run with parsed arguments (``tfaa bench`` parses them with :func:`build_arg_parser`)."""
     if args.compile_backend is None:
         args.compile_backend = "aot_eager" if args.smoke and not torch.cuda.is_available() else "inductor"
     text = run(args)
