@@ -44,10 +44,12 @@ SMOKE = {"tiny": (1, 3, 4, 4, 32, 2)}
 
 
 def packed_inputs(b, f, h, w, c, heads, dtype, device):
+    """q, k, v as strided views of one packed (B*F, L, 3C) projection; each view is a leaf that
+    requires grad, so forward+backward times the op's gradients, not autograd re-packing them."""
     l, d = h * w, c // heads
-    qkv = torch.randn(b * f, l, 3 * c, device=device, dtype=dtype, requires_grad=True)
+    qkv = torch.randn(b * f, l, 3 * c, device=device, dtype=dtype)
     q, k, v = qkv.unflatten(-1, (3, heads, d)).unbind(2)
-    return qkv, q, k, v
+    return qkv, q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
 
 
 def animatediff_temporal(q, k, v, num_frames):
@@ -93,7 +95,7 @@ def measure(name, fn, shape, mode, dtype, device, bw_gbs):
 
     def fwd_bwd():
         out = fn(q, k, v, f)
-        torch.autograd.grad(out, (qkv,), dout)
+        torch.autograd.grad(out, (q, k, v), dout)
     with torch.no_grad():
         # every timed implementation must compute the op: compare with the fp32 reference once
         ref_mode = "temporal" if name == "AnimateDiff full temporal (SDPA)" or mode == "temporal" else mode

@@ -27,10 +27,12 @@ _CHOICES = ("auto",) + BACKENDS
 # Preference order of "auto" per op on CUDA tensors, fastest first, as measured by
 # benchmarks/bench_attention.py and bench_conv.py (see benchmarks/RESULTS.md). The first backend
 # that is available and has an implementation for the op wins; "torch" always closes the list.
+# "cuda" enters "auto" only when the extension was prebuilt at install time (no JIT build is ever
+# started by "auto"; backend="cuda" asks for one explicitly).
 AUTO_PREFERENCE: Dict[str, Tuple[str, ...]] = {
-    "temporal_attention": ("triton", "cuda", "torch"),
+    "temporal_attention": ("cuda", "triton", "torch"),
     "spatial_attention": ("triton", "cuda", "torch"),
-    "temporal_conv1d": ("triton", "cuda", "torch"),
+    "temporal_conv1d": ("cuda", "triton", "torch"),
 }
 
 _IMPLS: Dict[Tuple[str, str], Callable] = {}
@@ -50,6 +52,7 @@ def triton_interpret() -> bool:
 
 
 _LOADED: Dict[str, bool] = {}
+_AUTO_OK: Dict[str, bool] = {}
 
 
 def load_backends() -> None:
@@ -64,6 +67,7 @@ def load_backends() -> None:
             _LOADED[backend] = False
         else:
             _LOADED[backend] = bool(getattr(mod, "AVAILABLE", True))
+            _AUTO_OK[backend] = _LOADED[backend] and bool(getattr(mod, "AUTO_OK", True))
 
 
 def _load_backend(backend: str) -> bool:
@@ -122,7 +126,8 @@ def resolve_backend(backend: str, op: str, device: torch.device) -> str:
         if device.type != "cuda":
             return "torch"
         for cand in AUTO_PREFERENCE[op]:
-            if backend_runs_on(cand, device) and has_impl(op, cand):
+            if (cand == "torch" or _AUTO_OK.get(cand, False)) and backend_runs_on(cand, device) \
+                    and has_impl(op, cand):
                 return cand
         return "torch"
     if not backend_runs_on(backend, device):

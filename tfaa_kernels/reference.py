@@ -91,6 +91,24 @@ def temporal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     return y.contiguous()
 
 
+def group_norm_silu(x: torch.Tensor, num_groups: Optional[int], gn_weight: Optional[torch.Tensor] = None,
+                    gn_bias: Optional[torch.Tensor] = None, eps: float = 1e-5,
+                    activation: Optional[str] = "silu") -> torch.Tensor:
+    """The prologue of a temporal conv layer: per-frame GroupNorm (nn.GroupNorm semantics over each
+    ``(C, H, W)`` image; skipped when ``num_groups`` is None) then SiLU (when ``activation="silu"``).
+    ``gn_weight``/``gn_bias`` are cast to x's dtype. Shape and memory format of x are kept."""
+    a = x
+    if num_groups is not None:
+        gw = gn_weight.to(x.dtype) if gn_weight is not None else None
+        gb = gn_bias.to(x.dtype) if gn_bias is not None else None
+        a = F.group_norm(a, num_groups, gw, gb, eps)
+    if activation == "silu":
+        a = F.silu(a)
+    elif activation is not None:
+        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    return a
+
+
 def group_norm_silu_temporal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                                     num_frames: int, num_groups: Optional[int],
                                     gn_weight: Optional[torch.Tensor] = None,
@@ -111,15 +129,7 @@ def group_norm_silu_temporal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias:
     Returns:
         ``(B*F, C_out, H, W)`` in x's memory format.
     """
-    a = x
-    if num_groups is not None:
-        gw = gn_weight.to(x.dtype) if gn_weight is not None else None
-        gb = gn_bias.to(x.dtype) if gn_bias is not None else None
-        a = F.group_norm(a, num_groups, gw, gb, eps)
-    if activation == "silu":
-        a = F.silu(a)
-    elif activation is not None:
-        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    a = group_norm_silu(x, num_groups, gn_weight, gn_bias, eps, activation)
     y = temporal_conv1d(a, weight, bias, num_frames)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return y.contiguous(memory_format=torch.channels_last)

@@ -4,15 +4,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import tfaa_kernels
-
-try:  # the fused GroupNorm -> SiLU -> temporal conv layer of tfaa_kernels, when this version has it
-    from tfaa_kernels import GroupNormSpec
-except ImportError:  # pragma: no cover - older tfaa_kernels
-    GroupNormSpec = None
+from tfaa_kernels import GroupNormSpec
 
 
 class TemporalConv1d(nn.Module):
@@ -58,14 +53,12 @@ class TemporalConvBlock(nn.Module):
         nn.init.zeros_(self.convs[-1].bias)
 
     def norm_act_conv(self, h: torch.Tensor, i: int, num_frames: int) -> torch.Tensor:
-        """Layer ``i``: GroupNorm -> SiLU -> temporal conv, as one fused op when tfaa_kernels has it
-        (``temporal_conv1d(..., norm=GroupNormSpec, activation="silu")``), else three ops."""
+        """Layer ``i``: GroupNorm -> SiLU -> temporal conv through tfaa_kernels' layer op
+        (``temporal_conv1d(..., norm=GroupNormSpec, activation="silu")``), which picks the fused
+        kernel or GroupNorm+SiLU followed by the conv kernel per backend (see its docstring)."""
         norm, conv = self.norms[i], self.convs[i]
-        if GroupNormSpec is not None:
-            return tfaa_kernels.temporal_conv1d(h, conv.weight, conv.bias, num_frames, backend=self.backend,
-                                                norm=GroupNormSpec.from_module(norm), activation="silu")
-        h = F.silu(norm(h))
-        return tfaa_kernels.temporal_conv1d(h, conv.weight, conv.bias, num_frames, backend=self.backend)
+        return tfaa_kernels.temporal_conv1d(h, conv.weight, conv.bias, num_frames, backend=self.backend,
+                                            norm=GroupNormSpec.from_module(norm), activation="silu")
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """``x``: ``(B*F, C, H, W)`` with ``F = num_frames``; returns the same shape and memory format."""

@@ -32,6 +32,9 @@ def _can_build_or_load() -> bool:
 
 
 AVAILABLE = bool(torch.version.cuda) and torch.cuda.is_available() and _can_build_or_load()
+# backend="auto" uses this backend only when it was prebuilt (installed with the package), so
+# "auto" never starts a JIT build; backend="cuda" builds on first use.
+AUTO_OK = AVAILABLE and importlib.util.find_spec(_build.EXT_NAME) is not None
 
 _LOCK = threading.Lock()
 _MODULE = None

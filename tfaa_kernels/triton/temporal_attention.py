@@ -174,10 +174,10 @@ def _dense_offsets(l0, h0, L, H, D: tl.constexpr,
 
 
 # Launch heuristics (benchmarks/sweep_temporal.py measures alternatives on the GPU):
-_TILE = 2048          # elements of one [BLOCK_L, BLOCK_H, BLOCK_D] tile (fp32 in registers)
+_TILE = 1024          # elements of one [BLOCK_L, BLOCK_H, BLOCK_D] tile (fp32 in registers)
 _TARGET_PROGRAMS = 1024   # backward: split frames into chunks until about this many programs
 _FWD_WARPS = 4
-_BWD_WARPS = 8
+_BWD_WARPS = 4
 
 
 def _blocks(l: int, h: int, d: int):
