@@ -28,7 +28,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ -f scripts/gpu_cuda_build.sh ]; then step cuda-build bash scripts/gpu_cuda_build.sh; fi
 for p in $parts; do
   case $p in
-    tests)     step gpu-tests env TFAA_AUTOTUNE=0 python3 -m pytest -q -m gpu ${GPU_TESTS:-tests} -p no:cacheprovider ;;
+    tests)     step gpu-tests env TFAA_AUTOTUNE=0 python3 -m pytest -q -m gpu ${GPU_TESTS:-tests} -p no:cacheprovider --durations=12 ;;
     attention) step bench-attention python3 benchmarks/bench_attention.py --results benchmarks/RESULTS.md ${BENCH_ATTENTION_ARGS:-} ;;
     conv)      [ -f benchmarks/bench_conv.py ] && step bench-conv python3 benchmarks/bench_conv.py --results benchmarks/RESULTS.md ;;
     train)     [ -f benchmarks/bench_train.py ] && step bench-train python3 benchmarks/bench_train.py --results benchmarks/RESULTS.md ;;
