@@ -41,11 +41,11 @@ class DemoConfig:
     num_frames: int = 8
     size: int = 32
     # image stage
-    steps_image: int = 500
+    steps_image: int = 1200
     batch_image: int = 32
     lr_image: float = 1e-3
     # video stage (each of the 3 variants)
-    steps_video: int = 200
+    steps_video: int = 250
     batch_video: int = 4
     lr_video: float = 1e-3
     caption_dropout: float = 0.1

@@ -34,7 +34,8 @@ def unpack_pixels(latents: torch.Tensor) -> torch.Tensor:
 
 
 def build_unet(cfg: DemoConfig, seed: int):
-    """The image UNet (SD 1.x layout, cross-attention at every level, one ResNet per block)."""
+    """The image UNet (SD 1.x layout, one ResNet per block): no attention at the full-resolution level
+    (self-attention over all its tokens would dominate the CPU time), cross-attention at every lower one."""
     from diffusers import UNet2DConditionModel
 
     levels = len(cfg.channels)
@@ -42,7 +43,8 @@ def build_unet(cfg: DemoConfig, seed: int):
     return UNet2DConditionModel(
         sample_size=cfg.size // PACK, in_channels=3 * PACK * PACK, out_channels=3 * PACK * PACK,
         layers_per_block=1, block_out_channels=tuple(cfg.channels),
-        down_block_types=("CrossAttnDownBlock2D",) * levels, up_block_types=("CrossAttnUpBlock2D",) * levels,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
         cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=16)
 
 
