@@ -274,3 +274,10 @@ def test_compile_fullgraph_gpu(backend, mode):
     y_e.float().square().sum().backward()
     assert_close(y, y_e, 2e-2)
     assert_close(g, x.grad, 2e-2)
+
+
+def test_autocast_casts_inputs():
+    q, k, v = (torch.randn(4, 3, 2, 8) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tk.first_adjacent_attention(q, k.bfloat16(), v, 2, backend="torch")
+    assert out.dtype == torch.bfloat16

@@ -167,6 +167,24 @@ def test_fused_cpu_variants(backend, variant, poison):
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "view"])
+@pytest.mark.parametrize("variant", ["norm_silu", "norm_only", "silu_only"])
+def test_fused_cpu_materialized(backend, layout, variant, poison, monkeypatch):
+    """The fused forward for wide C_out: act(GroupNorm(x)) written once, then the plain GEMM."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setattr(tc, "_FUSE_MAX_COUT", 0)
+    if layout == "view":
+        base = torch.randn(6, 26, 3, 5, requires_grad=True)
+        x = base[:, 3:23]
+        _, w, b = make_inputs(1, 20, 18, 1, 1, 3)
+    else:
+        x, w, b = make_inputs(6, 20, 18, 3, 5, 3, layout=layout)
+    norm = None if variant == "silu_only" else make_norm(20, 4)
+    act = None if variant == "norm_only" else "silu"
+    check_against_reference(x, w, b, 3, backend, 1e-5, norm=norm, activation=act)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
 def test_fused_cpu_fp32_norm_params_with_module(backend):
     """GroupNormSpec.from_module of an nn.GroupNorm: gradients reach the module's parameters."""
     gn = torch.nn.GroupNorm(4, 16)
@@ -180,6 +198,63 @@ def test_fused_cpu_fp32_norm_params_with_module(backend):
     g_ref = torch.autograd.grad(y_ref.square().sum(), [gn.weight, gn.bias])
     assert_close(g[0], g_ref[0], 1e-5, "dgamma")
     assert_close(g[1], g_ref[1], 1e-5, "dbeta")
+
+
+def _dw_against_reference(backend, layout, num_frames, kk, fused, clips=2, c_in=20, c_out=18, h=5, w=7):
+    """dweight of the backward entry point against the float64 reference (dx too)."""
+    x, wt, _ = (t.detach() for t in make_inputs(clips * num_frames, c_in, c_out, h, w, kk, layout=layout))
+    dy = torch.randn(clips * num_frames, c_out, h, w)
+    if layout == "channels_last":
+        dy = dy.contiguous(memory_format=CL)
+    xd, wd = (t.double().requires_grad_(True) for t in (x, wt))
+    if fused:
+        gw, gb = 1 + 0.3 * torch.randn(c_in), 0.3 * torch.randn(c_in)
+        x.mul_(2.0).add_(0.7)
+        xd = x.double().requires_grad_(True)
+        dx, dw, _, _, _ = torch.ops.tfaa.temporal_conv1d_gn_silu_bwd(dy, x, wt, gw, gb, num_frames, 4, 1e-5, True,
+                                                                      False, backend)
+        ref = reference.group_norm_silu_temporal_conv1d(xd, wd, None, num_frames, 4, gw.double(), gb.double())
+    else:
+        dx, dw, _ = torch.ops.tfaa.temporal_conv1d_bwd(dy, x, wt, num_frames, False, backend)
+        ref = reference.temporal_conv1d(xd, wd, None, num_frames)
+    gx, gw_ = torch.autograd.grad(ref, [xd, wd], dy.double())
+    assert_close(dw, gw_, 1e-5, f"dw F={num_frames} K={kk} fused={fused}")
+    assert_close(dx, gx, 1e-5, f"dx F={num_frames} K={kk} fused={fused}")
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("ring", [0, 1])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("kk", [1, 3, 5])
+@pytest.mark.parametrize("num_frames", [1, 2, 3, 5])
+def test_dw_taps_folded_cpu(backend, ring, layout, kk, num_frames, poison, monkeypatch):
+    """The weight-gradient kernel with all K taps in one program, with (ring) and without the
+    sliding window of x tiles; 35 pixels = 3 blocks of 16 over 2 clips -> uneven splits."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setitem(tc._INTERP_DW, "RING", ring)
+    _dw_against_reference(backend, layout, num_frames, kk, fused=False)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("ring", [0, 1])
+@pytest.mark.parametrize("max_taps,kk,num_frames", [(2, 3, 5), (2, 5, 3), (3, 5, 2), (1, 3, 3), (4, 7, 5)])
+@pytest.mark.parametrize("fused", [False, True])
+def test_dw_tap_groups_cpu(backend, ring, max_taps, kk, num_frames, fused, poison, monkeypatch):
+    """K split into tap groups (the last group partly past K), plain and with the GN+SiLU prologue."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setitem(tc._INTERP_DW, "RING", ring)
+    monkeypatch.setattr(tc, "_DW_MAX_TAPS", max_taps)
+    _dw_against_reference(backend, "nchw" if ring else "channels_last", num_frames, kk, fused=fused)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("num_frames,kk", [(1, 3), (3, 3), (5, 5)])
+def test_dw_ring_fused_cpu(backend, layout, num_frames, kk, poison, monkeypatch):
+    """The sliding window with the GroupNorm+SiLU prologue (zero padding must stay zero after it)."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setitem(tc._INTERP_DW, "RING", 1)
+    _dw_against_reference(backend, layout, num_frames, kk, fused=True)
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
@@ -522,3 +597,19 @@ def test_fast_silu_fallback_cpu(backend, monkeypatch):
     with pytest.warns(UserWarning, match="fast SiLU"):
         check_against_reference(x, w, b, 3, backend, 1e-5, norm=make_norm(16, 4), activation="silu")
     assert tc._FAST_SILU_FAILED
+
+
+def test_autocast_casts_inputs_like_nn_conv():
+    """Under torch.autocast the op casts x/weight/bias to the autocast dtype (custom ops are opaque
+    to autocast), and gradients reach the fp32 weight in fp32."""
+    x = torch.randn(6, 8, 3, 3)
+    w = torch.randn(8, 8, 3, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = tk.temporal_conv1d(x, w, b, 3, backend="torch")
+        y_fused = tk.temporal_conv1d(x, w, b, 3, backend="torch", norm=tk.GroupNormSpec(4), activation="silu")
+    assert y.dtype == torch.bfloat16 and y_fused.dtype == torch.bfloat16
+    ref = reference.temporal_conv1d(x.bfloat16(), w.bfloat16(), b.bfloat16(), 3)
+    assert torch.equal(y, ref)
+    y.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and b.grad is not None

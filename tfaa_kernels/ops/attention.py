@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import reference
+from .._autocast import autocast_inputs
 from .._validation import check_attention_inputs, check_dtype
 from ..backends import get_impl, resolve_backend
 
@@ -133,6 +134,7 @@ def first_adjacent_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int,
     Returns:
         ``(B*F, L, H, D)`` contiguous, q's dtype. Differentiable in q, k and v.
     """
+    q, k, v = autocast_inputs(q, k, v)
     check_attention_inputs(q, k, v, num_frames, mode, scale)
     if q.shape[-1] == 0:
         raise ValueError("q, k, v must have a head dim D >= 1, got D = 0")

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import reference
+from .._autocast import autocast_inputs
 from .._validation import check_dtype, check_num_frames, check_same, check_tensor
 from ..backends import get_impl, has_impl, resolve_backend
 
@@ -239,6 +240,7 @@ def temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_frame
         ``(B*F, C_out, H, W)`` in x's memory format. Differentiable in x, weight, bias and the
         GroupNorm's weight and bias.
     """
+    x, weight, bias = autocast_inputs(x, weight, bias)
     check_conv_inputs(x, weight, bias, num_frames)
     check_norm(norm, activation, x)
     if norm is None and activation is None:
