@@ -170,7 +170,8 @@ def test_fused_cpu_variants(backend, variant, poison):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "view"])
 @pytest.mark.parametrize("variant", ["norm_silu", "norm_only", "silu_only"])
 def test_fused_cpu_materialized(backend, layout, variant, poison, monkeypatch):
-    """The fused forward for wide C_out: act(GroupNorm(x)) written once, then the plain GEMM."""
+    """The fused layer for wide C_out: act(GroupNorm(x)) written once, then the plain GEMM (forward)
+    and the plain weight gradient (backward)."""
     from tfaa_kernels.triton import temporal_conv as tc
     monkeypatch.setattr(tc, "_FUSE_MAX_COUT", 0)
     if layout == "view":

@@ -14,11 +14,16 @@ written: y is stored once, in x's memory format.
   ``weight.flip(2).permute(2, 0, 1)`` the input gradient (dx_g = sum_s dy_{g+s-K//2} @ W'[s]).
   An optional prologue applies ``a = act(x * scale[n, c] + shift[n, c])`` while the x tile is
   loaded (GroupNorm folded into a per-(frame, channel) affine, then SiLU).
-- ``_conv_dw_kernel`` computes the weight gradient ``dW[:, :, t] = sum_{n, p} dy_n[:, p] a_{n+t-K//2}[:, p]^T``
-  as split-K partials over B*F*H*W (fp32, written once each) that the host sums in a fixed order:
-  deterministic always, so also when ``torch.are_deterministic_algorithms_enabled()``.
+- ``_conv_dw_kernel`` computes the weight gradient ``dW[:, :, t] = sum_{n, p} dy_n[:, p] a_{n+t-K//2}[:, p]^T``.
+  One program owns a (C_out tile, C_in tile) pair for all K taps (K accumulators; K > 5 in tap
+  groups) and walks the frames of a clip in order: the dy tile of frame n is loaded once and dotted
+  with the x tiles of frames n-K//2 .. n+K//2 (reloaded from L2, or with RING kept in registers as
+  the window slides). Programs split the (clip, pixel block) items; their fp32 partials (written
+  once each) are summed by the host in a fixed order: deterministic always, so also when
+  ``torch.are_deterministic_algorithms_enabled()``. Tile choice and traffic: see ``_dw_blocks``.
 - ``_gn_stats_kernel`` computes per (frame, group) mean and 1/std (two passes, fp32) for the
-  fused prologue.
+  fused prologue; ``_norm_act_apply_kernel`` writes act(GroupNorm(x)) once when C_out is too wide
+  for the prologue to stay fused (see ``_FUSE_MAX_COUT``).
 
 All offsets are int64. On the GPU block shapes are autotuned over the dtype's tiles (see
 ``_gemm_configs``; ``TFAA_AUTOTUNE=0`` takes the first that fits, as tfaa_kernels.triton._autotune
@@ -39,7 +44,8 @@ from ..backends import register_impl, triton_interpret
 from ._autotune import tunable
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY"]
-_DW_KEY = ["C_IN", "C_OUT", "HW", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY"]
+_DW_KEY = ["C_IN", "C_OUT", "HW", "F", "KT", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY", "TAPS",
+           "BLOCK_P", "BLOCK_CO", "BLOCK_CI"]
 
 
 def _gemm_configs():
@@ -64,19 +70,25 @@ def _gemm_prune(configs, named_args, **kwargs):
     co_cap = max(64, triton.next_power_of_2(int(_arg(named_args, kwargs, "C_OUT"))))
     p_cap = max(64, triton.next_power_of_2(int(_arg(named_args, kwargs, "HW"))))
     fit = [c for c in keep if c.kwargs["BLOCK_CO"] <= co_cap and c.kwargs["BLOCK_P"] <= p_cap]
+    if _arg(named_args, kwargs, "PROLOGUE") or _arg(named_args, kwargs, "SILU"):
+        # the prologue runs once per (output-channel block, tap): one block over all of C_out where
+        # a tile has room, so each x element is transformed K times
+        wide = [c for c in fit if c.kwargs["BLOCK_CO"] >= min(co_cap, 256)]
+        fit = wide or fit
     return fit or keep[:1] or configs[:1]
 
 
 def _dw_configs():
-    """(BLOCK_P, num_warps, num_stages); BLOCK_CO/BLOCK_CI are fixed by the host (they set the split).
-    The 32-pixel tile is the fp32 one."""
-    return [triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
-            for bp, w, s in ((64, 8, 3), (128, 8, 3), (32, 4, 4))]
+    """(RING, num_warps, num_stages); BLOCK_P, BLOCK_CO, BLOCK_CI and TAPS are fixed by the host
+    (they set the split and the partial buffer). RING=0 (each tap reloads its x tile, from L2) comes
+    first, the default when TFAA_AUTOTUNE=0; 4 warps are the fp32 (CUDA-core) configs."""
+    return [triton.Config({"RING": r}, num_warps=w, num_stages=st)
+            for r, w, st in ((0, 8, 3), (1, 8, 3), (0, 8, 2), (1, 8, 2), (0, 4, 2), (1, 4, 2))]
 
 
 def _dw_prune(configs, named_args, **kwargs):
     fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
-    keep = [c for c in configs if (c.kwargs["BLOCK_P"] == 32) == fp32]
+    keep = [c for c in configs if (c.num_warps == 4) == fp32]
     return keep or configs[:1]
 
 
@@ -178,77 +190,186 @@ def _conv_gemm_kernel(
              acc.to(y_ptr.dtype.element_ty), mask=p_mask[:, None] & co_mask[None, :])
 
 
+@triton.jit
+def _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, frame, F, p0, x_tile, offs_pb, offs_ci, ci_mask, HW, W,
+             sx_n, sx_h, sx_w, C_IN,
+             FLAT_X: tl.constexpr, PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr,
+             FAST_SILU: tl.constexpr):
+    """act(x[clip0 + frame, ci tile, p0 + pixel block]) as a [BLOCK_P, BLOCK_CI] dot operand; all
+    zeros when ``frame`` lies outside [0, F) (zero padding of the clip, also after the prologue)."""
+    valid = (frame >= 0) & (frame < F)
+    n_src = clip0 + frame
+    p_mask = offs_pb < HW - p0
+    if FLAT_X:
+        ptrs = x_ptr + (n_src * sx_n + p0.to(tl.int64) * sx_w) + x_tile
+    else:
+        ptrs = (x_ptr + n_src * sx_n + _pixel_offsets(p0 + offs_pb, W, sx_h, sx_w, False)[:, None]
+                + x_tile)
+    m = (p_mask[:, None] & ci_mask[None, :]) & valid
+    a = tl.load(ptrs, mask=m, other=0.0)
+    if TRANSFORM:  # PROLOGUE or SILU: masked elements must stay zero after the transform
+        a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask & valid, C_IN,
+                      PROLOGUE, SILU, FAST_SILU)
+        a = tl.where(m, a, 0.0)
+    return a.to(x_ptr.dtype.element_ty)
+
+
+@triton.jit
+def _dw_store(part_ptr, acc, t, KT, s, offs_co, offs_ci, co_mask, ci_mask, sp_s, sp_o, sp_i, sp_t):
+    out = (part_ptr + s.to(tl.int64) * sp_s + offs_co.to(tl.int64)[:, None] * sp_o
+           + offs_ci.to(tl.int64)[None, :] * sp_i + t.to(tl.int64) * sp_t)
+    tl.store(out, acc, mask=co_mask[:, None] & ci_mask[None, :] & (t < KT))
+
+
 @tunable(_dw_configs(), key=_DW_KEY, prune=_dw_prune)
 @triton.jit
 def _conv_dw_kernel(
     dy_ptr, x_ptr, scale_ptr, shift_ptr, part_ptr,
     sd_n, sd_c, sd_h, sd_w, sx_n, sx_c, sx_h, sx_w, sp_s, sp_o, sp_i, sp_t,
-    C_IN, C_OUT, HW, W, F, KT, N_CLIPS, SPLIT,
+    C_IN, C_OUT, HW, W, F, KT, N_ITEMS, PER_SPLIT,
     FLAT_DY: tl.constexpr, FLAT_X: tl.constexpr,
     PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
-    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
+    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr, TAPS: tl.constexpr, RING: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
-    """part[s, co, ci, t] = sum over split s of the (frame, pixel block) items of tap t:
-    dy[n, co, p] * act(x[n + t - KT//2, ci, p]). Only frames whose source is in the clip are
-    enumerated. Grid: (channel tiles, taps, splits)."""
+    """part[s, co, ci, t] = sum over split s of dy[n, co, p] * act(x[n + t - KT//2, ci, p]) for the
+    TAPS taps t0 .. t0+TAPS-1 of this program's tap group, all accumulated by one program.
+
+    Grid: (channel tiles, tap groups, splits). A split is a range of PER_SPLIT items = (clip, pixel
+    block); for each item the program walks the clip's frames in order, loads the dy tile of frame
+    n once and dots it with the x tiles of frames n + t - KT//2 for its taps. With RING the x tiles
+    are kept in registers as the window slides (x_m is loaded, and transformed by the prologue, once
+    per walk; the walk starts TAPS-1 frames early with a zero dy to fill the window); without it each
+    tap reloads its tile (the repeats hit L2). Accumulators are named by recency d (tap
+    t0 + TAPS-1-d uses the x frame loaded d steps ago) so that TAPS stays a constexpr up to 5."""
     pid = tl.program_id(0)
-    t = tl.program_id(1)
+    grp = tl.program_id(1)
     s = tl.program_id(2)
     n_ci = tl.cdiv(C_IN, BLOCK_CI)
     co_blk = pid // n_ci
     ci_blk = pid % n_ci
     pad = KT // 2
-    f_lo = tl.maximum(pad - t, 0)
-    f_hi = tl.minimum(F, F + pad - t)
-    n_valid = tl.maximum(f_hi - f_lo, 0)
+    t0 = grp * TAPS
+    # x frame of recency 0 at dy frame n: n + (t0 + TAPS - 1) - pad
+    D = t0 + TAPS - 1 - pad
+    WARM: tl.constexpr = (TAPS - 1) * RING
+    L = F + WARM  # walk length per item
     n_pb = tl.cdiv(HW, BLOCK_P)
-    total = N_CLIPS * n_valid * n_pb
-    per_split = tl.cdiv(N_CLIPS * F * n_pb, SPLIT)  # same split boundaries for every tap
-    start = s * per_split
-    end = tl.minimum(total, start + per_split)
+    start = s * PER_SPLIT
+    end = tl.minimum(N_ITEMS, start + PER_SPLIT)
 
     offs_co = co_blk * BLOCK_CO + tl.arange(0, BLOCK_CO)
     offs_ci = ci_blk * BLOCK_CI + tl.arange(0, BLOCK_CI)
     co_mask = offs_co < C_OUT
     ci_mask = offs_ci < C_IN
     offs_pb = tl.arange(0, BLOCK_P)
-    # int64 tile offsets of pixel block 0 (used as is when the pixels have one flat stride)
-    d_tile = (offs_co.to(tl.int64)[:, None] * sd_c
-              + _pixel_offsets(offs_pb, W, sd_h, sd_w, FLAT_DY)[None, :])
-    x_tile = (_pixel_offsets(offs_pb, W, sx_h, sx_w, FLAT_X)[:, None]
-              + offs_ci.to(tl.int64)[None, :] * sx_c)
-    acc = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    for i in range(start, end):
-        pb = i % n_pb
-        j = i // n_pb
-        n = (j // n_valid).to(tl.int64) * F + f_lo + j % n_valid
-        n_src = n + (t - pad)
-        p0 = pb * BLOCK_P
+    # int64 tile offsets of pixel block 0 (the pixel part only when the pixels have one flat stride)
+    if FLAT_DY:
+        d_tile = (offs_co.to(tl.int64)[:, None] * sd_c
+                  + _pixel_offsets(offs_pb, W, sd_h, sd_w, FLAT_DY)[None, :])
+    else:
+        d_tile = offs_co.to(tl.int64)[:, None] * sd_c
+    if FLAT_X:
+        x_tile = (_pixel_offsets(offs_pb, W, sx_h, sx_w, FLAT_X)[:, None]
+                  + offs_ci.to(tl.int64)[None, :] * sx_c)
+    else:
+        x_tile = offs_ci.to(tl.int64)[None, :] * sx_c
+
+    acc0 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    acc3 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    acc4 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    r1 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
+    r2 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
+    r3 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
+    r4 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
+    for i in range(start * L, end * L):
+        item = i // L
+        n_f = i - item * L - WARM  # dy frame in the clip (< 0: window warm-up, dy is zero)
+        clip0 = (item // n_pb).to(tl.int64) * F
+        p0 = (item % n_pb) * BLOCK_P
+        m_f = n_f + D
         p_mask = offs_pb < HW - p0
         if FLAT_DY:
-            d_ptrs = dy_ptr + (n * sd_n + p0.to(tl.int64) * sd_w) + d_tile
+            d_ptrs = dy_ptr + ((clip0 + n_f) * sd_n + p0.to(tl.int64) * sd_w) + d_tile
         else:
-            d_ptrs = (dy_ptr + n * sd_n + offs_co.to(tl.int64)[:, None] * sd_c
+            d_ptrs = (dy_ptr + (clip0 + n_f) * sd_n + d_tile
                       + _pixel_offsets(p0 + offs_pb, W, sd_h, sd_w, False)[None, :])
-        if FLAT_X:
-            x_ptrs = x_ptr + (n_src * sx_n + p0.to(tl.int64) * sx_w) + x_tile
-        else:
-            x_ptrs = (x_ptr + n_src * sx_n + _pixel_offsets(p0 + offs_pb, W, sx_h, sx_w, False)[:, None]
-                      + offs_ci.to(tl.int64)[None, :] * sx_c)
-        dy = tl.load(d_ptrs, mask=co_mask[:, None] & p_mask[None, :], other=0.0)
-        a = tl.load(x_ptrs, mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
-        if TRANSFORM:  # PROLOGUE or SILU
-            a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask, C_IN,
-                          PROLOGUE, SILU, FAST_SILU)
-            a = tl.where(p_mask[:, None], a, 0.0).to(dy_ptr.dtype.element_ty)
+        dy = tl.load(d_ptrs, mask=(co_mask[:, None] & p_mask[None, :]) & (n_f >= 0), other=0.0)
+        a0 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f, F, p0, x_tile, offs_pb, offs_ci, ci_mask,
+                      HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM, FAST_SILU)
         if IEEE:
-            acc = tl.dot(dy, a, acc, input_precision="ieee")
+            acc0 = tl.dot(dy, a0, acc0, input_precision="ieee")
         else:
-            acc = tl.dot(dy, a, acc)
-    out = (part_ptr + s.to(tl.int64) * sp_s + offs_co.to(tl.int64)[:, None] * sp_o
-           + offs_ci.to(tl.int64)[None, :] * sp_i + t * sp_t)
-    tl.store(out, acc, mask=co_mask[:, None] & ci_mask[None, :])
+            acc0 = tl.dot(dy, a0, acc0)
+        if TAPS >= 2:
+            if RING:
+                a1 = r1
+            else:
+                a1 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 1, F, p0, x_tile, offs_pb, offs_ci,
+                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
+                              FAST_SILU)
+            if IEEE:
+                acc1 = tl.dot(dy, a1, acc1, input_precision="ieee")
+            else:
+                acc1 = tl.dot(dy, a1, acc1)
+        if TAPS >= 3:
+            if RING:
+                a2 = r2
+            else:
+                a2 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 2, F, p0, x_tile, offs_pb, offs_ci,
+                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
+                              FAST_SILU)
+            if IEEE:
+                acc2 = tl.dot(dy, a2, acc2, input_precision="ieee")
+            else:
+                acc2 = tl.dot(dy, a2, acc2)
+        if TAPS >= 4:
+            if RING:
+                a3 = r3
+            else:
+                a3 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 3, F, p0, x_tile, offs_pb, offs_ci,
+                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
+                              FAST_SILU)
+            if IEEE:
+                acc3 = tl.dot(dy, a3, acc3, input_precision="ieee")
+            else:
+                acc3 = tl.dot(dy, a3, acc3)
+        if TAPS >= 5:
+            if RING:
+                a4 = r4
+            else:
+                a4 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 4, F, p0, x_tile, offs_pb, offs_ci,
+                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
+                              FAST_SILU)
+            if IEEE:
+                acc4 = tl.dot(dy, a4, acc4, input_precision="ieee")
+            else:
+                acc4 = tl.dot(dy, a4, acc4)
+        if RING:  # slide the window (stale entries only ever meet the zero dy of the warm-up)
+            if TAPS >= 5:
+                r4 = r3
+            if TAPS >= 4:
+                r3 = r2
+            if TAPS >= 3:
+                r2 = r1
+            if TAPS >= 2:
+                r1 = a0
+    # recency d holds tap t0 + TAPS - 1 - d
+    _dw_store(part_ptr, acc0, t0 + TAPS - 1, KT, s, offs_co, offs_ci, co_mask, ci_mask, sp_s, sp_o, sp_i, sp_t)
+    if TAPS >= 2:
+        _dw_store(part_ptr, acc1, t0 + TAPS - 2, KT, s, offs_co, offs_ci, co_mask, ci_mask,
+                  sp_s, sp_o, sp_i, sp_t)
+    if TAPS >= 3:
+        _dw_store(part_ptr, acc2, t0 + TAPS - 3, KT, s, offs_co, offs_ci, co_mask, ci_mask,
+                  sp_s, sp_o, sp_i, sp_t)
+    if TAPS >= 4:
+        _dw_store(part_ptr, acc3, t0 + TAPS - 4, KT, s, offs_co, offs_ci, co_mask, ci_mask,
+                  sp_s, sp_o, sp_i, sp_t)
+    if TAPS >= 5:
+        _dw_store(part_ptr, acc4, t0 + TAPS - 5, KT, s, offs_co, offs_ci, co_mask, ci_mask,
+                  sp_s, sp_o, sp_i, sp_t)
 
 
 @triton.jit
@@ -295,6 +416,27 @@ def _gn_stats_kernel(
     c_total = G * CPG
     tl.store(scale_ptr + n * c_total + offs_c, scale, mask=c_mask)
     tl.store(shift_ptr + n * c_total + offs_c, shift, mask=c_mask)
+
+
+@triton.jit
+def _norm_act_apply_kernel(
+    x_ptr, a_ptr, scale_ptr, shift_ptr, sx_n, sx_c, sx_h, sx_w, sa_n, sa_c, sa_h, sa_w, C, HW, W,
+    FLAT_X: tl.constexpr, FLAT_A: tl.constexpr,
+    PROLOGUE: tl.constexpr, SILU: tl.constexpr, FAST_SILU: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """a[n, c, p] = act(x[n, c, p] * scale[n, c] + shift[n, c]) in a's dtype (the GEMM operand's
+    rounding, as the fused prologue does). Program = (n, channel block, pixel block)."""
+    n = tl.program_id(0).to(tl.int64)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c_mask = offs_c < C
+    m = (offs_p < HW)[:, None] & c_mask[None, :]
+    v = tl.load(x_ptr + n * sx_n + _pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)[:, None]
+                + offs_c.to(tl.int64)[None, :] * sx_c, mask=m, other=0.0).to(tl.float32)
+    v = _prologue(v, scale_ptr, shift_ptr, n, offs_c, c_mask, C, PROLOGUE, SILU, FAST_SILU)
+    tl.store(a_ptr + n * sa_n + _pixel_offsets(offs_p, W, sa_h, sa_w, FLAT_A)[:, None]
+             + offs_c.to(tl.int64)[None, :] * sa_c, v.to(a_ptr.dtype.element_ty), mask=m)
 
 
 # ----------------------------------------------------------------------------------- host side
@@ -392,45 +534,93 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     return y
 
 
-def _dw_blocks(c_out: int, c_in: int, dtype: torch.dtype) -> Tuple[int, int]:
-    """(BLOCK_CO, BLOCK_CI) of the weight-gradient tiles: 128 x 128 tensor-core tiles, 64 x 64 for
-    fp32 (CUDA-core dots) or narrow channel counts."""
+# Weight gradient: tile choice (bf16/fp16; S1 = B2 F16 C320 64x64 K3, x and dy 84 MB each).
+# dW is a GEMM (C_out) x (K*C_in) reduced over B*F*H*W = 131072: 80.5 GFLOP (77 in-clip).
+# One program owns a (BLOCK_CO x BLOCK_CI) channel tile for all K taps (K accumulators), so it reads
+# its dy tile once and the x tiles of the K frames around it: L2->SM traffic is
+#   dy * ceil(C_in/BLOCK_CI) + x * ceil(C_out/BLOCK_CO) * (K, or 1 with RING)
+# instead of (n_ci + n_co) * K reads of the old per-tap programs. 128 x 64 tiles (K accumulators:
+# 3 * 128 * 64 fp32 = 96 registers a thread at 8 warps) cover C=320 as 3 x 5 tiles: FLOP waste
+# 384/320 = 1.2 (the old 128 x 128 tiles: 1.44); traffic 5 * 84 + 3 * 3 * 84 = 1.18 GB (RING: 0.67 GB)
+# vs 9 * 84 * 2 = 1.5 GB; DRAM ~170 MB when the programs of one split share L2 (they run together:
+# channel tiles vary fastest in the grid). Predicted S1 dW: ~96 GFLOP at ~450-550 TFLOP/s and
+# ~1.2 GB at ~6 TB/s from L2 -> ~0.2-0.25 ms; with dx (= forward GEMM, 0.195 ms), dbias (0.03 ms)
+# and the partial sum: S1 backward ~0.45-0.5 ms, forward+backward ~0.65-0.7 ms (was 1.62).
+_DW_ACC_BUDGET = 3 * 128 * 64   # fp32 accumulator elements a program may hold (all taps)
+_DW_MAX_TAPS = 5                # taps one program can accumulate (acc0..acc4 in the kernel)
+_INTERP_DW = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16, "RING": 0}
+
+
+def _dw_blocks(c_out: int, c_in: int, kt: int, dtype: torch.dtype) -> Tuple[int, int, int, int]:
+    """(BLOCK_P, BLOCK_CO, BLOCK_CI, TAPS) of the weight-gradient programs: 64-wide input-channel
+    tiles (C = 320 = 5 x 64, no waste), 128-wide output-channel tiles while the K accumulators fit
+    the budget (else 64), fp32 (CUDA-core dots) 32 x 64 x 32. TAPS: the taps one program
+    accumulates, K split into the fewest groups of at most _DW_MAX_TAPS."""
+    groups = triton.cdiv(kt, _DW_MAX_TAPS)
+    taps = triton.cdiv(kt, groups)
     if triton_interpret():
-        return 16, 16
-    big = 64 if dtype == torch.float32 else 128
-    return (big if c_out > 64 else 64), (big if c_in > 64 else 64)
+        return _INTERP_DW["BLOCK_P"], _INTERP_DW["BLOCK_CO"], _INTERP_DW["BLOCK_CI"], taps
+    if dtype == torch.float32:
+        return 32, 64 if c_out > 32 else 32, 32, taps
+    bci = 64
+    bco = 128 if c_out > 64 and taps * 128 * bci <= _DW_ACC_BUDGET else 64
+    return 64, bco, bci, taps
+
+
+def _dw_split(items: int, tiles: int, sms: int, item_s: float, part_bytes: int) -> int:
+    """Number of splits of the (clip, pixel block) items: minimise the modelled time
+    waves * items per program * item_s (one resident program per SM assumed) plus writing and
+    summing the fp32 partials (part_bytes per split, ~2.5 TB/s)."""
+    best, best_cost = 1, None
+    for split in range(1, min(items, 8 * sms) + 1):
+        per = triton.cdiv(items, split)
+        if triton.cdiv(items, per) != split:
+            continue  # same per-program work as a smaller split
+        cost = triton.cdiv(tiles * split, sms) * per * item_s + split * part_bytes * 2 / 2.5e12
+        if best_cost is None or cost < best_cost:
+            best, best_cost = split, cost
+    return best
 
 
 def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
                  scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
                  silu: bool = False) -> torch.Tensor:
-    """dW (C_out, C_in, K) in fp32: split-K partials over B*F*H*W, summed in a fixed order."""
+    """dW (C_out, C_in, K) in fp32: split-K partials over (clip, pixel block) items, each program
+    accumulating all the taps of its group, summed over the splits in a fixed order."""
     n, c_in, h, w = x.shape
     c_out = dy.shape[1]
-    bco, bci = _dw_blocks(c_out, c_in, x.dtype)
-    tiles = triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci) * kt
+    hw = h * w
+    bp, bco, bci, taps = _dw_blocks(c_out, c_in, kt, x.dtype)
+    groups = triton.cdiv(kt, taps)
+    tiles = triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci) * groups
+    items = (n // num_frames) * triton.cdiv(hw, bp)
     if triton_interpret():
-        split = 2
+        split = min(2, max(1, items))
     else:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        split = max(1, min(triton.cdiv(2 * sms, tiles), triton.cdiv(n * h * w, 4096)))
+        # one item = a walk over the clip's frames: TAPS dots of BLOCK_CO x BLOCK_CI x BLOCK_P per frame,
+        # at ~4 TFLOP/s per SM (16-bit tensor cores; fp32 CUDA-core dots are ~10x slower)
+        rate = 0.4e12 if x.dtype == torch.float32 else 4e12
+        item_s = 2.0 * bco * bci * bp * taps * num_frames / rate
+        split = _dw_split(items, tiles, sms, item_s, c_out * c_in * kt * 4)
+    per = triton.cdiv(items, split)
     part = torch.empty((split, c_out, c_in, kt), dtype=torch.float32, device=x.device)
     sd_h, sd_w, flat_d = _pixel_strides(dy)
     sx_h, sx_w, flat_x = _pixel_strides(x)
     prologue = scale is not None
-    meta = {"BLOCK_CO": bco, "BLOCK_CI": bci}
+    meta = {"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci, "TAPS": taps}
     if triton_interpret():
-        meta["BLOCK_P"] = 16
+        meta["RING"] = _INTERP_DW["RING"]
 
-    grid = (triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci), kt, split)
+    grid = (triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci), groups, split)
     _launch(_conv_dw_kernel, grid, (
         dy, x, scale if prologue else x, shift if prologue else x, part,
         dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
         part.stride(0), part.stride(1), part.stride(2), part.stride(3),
-        c_in, c_out, h * w, w, num_frames, kt, n // num_frames, split),
+        c_in, c_out, hw, w, num_frames, kt, items, per),
         dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
              IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta))
-    return part.sum(0)
+    return part[0] if split == 1 else part.sum(0)
 
 
 def _affine(x, num_groups, gn_weight, gn_bias, eps):
@@ -482,16 +672,54 @@ def temporal_conv1d_bwd(dy, x, weight, num_frames: int, need_bias_grad: bool):
     return dx, dw, _bias_grad(dy, need_bias_grad, weight.shape[0], weight.dtype)
 
 
+# The fused forward applies the norm/act prologue to each x tile once per (output-channel block,
+# tap): K * ceil(C_out / BLOCK_CO) transforms per x element (S1, C_out = 320 in 128-wide blocks:
+# 9, measured 0.467 ms against 0.195 for the plain GEMM; the prologue's MUFU/FMA work serialises
+# with the tensor cores). Up to _FUSE_MAX_COUT output channels one block covers C_out (K
+# transforms an element) and the prologue stays fused; above it act(GroupNorm(x)) is written once
+# by _norm_act_apply_kernel (one read + one write of x: 168 MB at S1, ~0.06 ms at 3 TB/s) and the
+# plain GEMM reads it: S1 predicted stats (~0.04) + apply (~0.06) + GEMM (0.195) ~ 0.30 ms.
+_FUSE_MAX_COUT = 128
+
+
+def _norm_act(x, scale, shift, silu):
+    """act(x * scale + shift) (scale/shift (N, C) fp32 or None) materialised in x's dtype and
+    memory format."""
+    n, c, h, w = x.shape
+    a = empty((n, c, h, w), x.dtype, x.device, memory_format=memory_format_of(x))
+    sx_h, sx_w, flat_x = _pixel_strides(x)
+    sa_h, sa_w, flat_a = _pixel_strides(a)
+    prologue = scale is not None
+    if triton_interpret():
+        bp, bc, warps = 16, 16, 4
+    elif memory_format_of(a) == torch.channels_last:
+        bp, bc, warps = 32, 64, 4  # channels contiguous
+    else:
+        bp, bc, warps = 256, 8, 4  # pixels contiguous
+    grid = (n, triton.cdiv(c, bc), triton.cdiv(h * w, bp))
+    flags = _act_flags(x, prologue, silu)
+    del flags["TRANSFORM"]
+    _launch(_norm_act_apply_kernel, grid, (
+        x, a, scale if prologue else x, shift if prologue else x,
+        x.stride(0), x.stride(1), sx_h, sx_w, a.stride(0), a.stride(1), sa_h, sa_w, c, h * w, w),
+        dict(FLAT_X=flat_x, FLAT_A=flat_a, **flags, BLOCK_P=bp, BLOCK_C=bc, num_warps=warps))
+    return a
+
+
 def temporal_conv1d_gn_silu_fwd(x, weight, bias, gn_weight, gn_bias, num_frames: int,
                                 num_groups: int, eps: float, silu: bool):
-    """y = temporal_conv1d(act(GroupNorm(x)), ...) with the norm/act applied while loading x.
+    """y = temporal_conv1d(act(GroupNorm(x)), ...): the norm/act applied while loading x when one
+    output-channel block covers C_out (<= _FUSE_MAX_COUT), else written once and then convolved.
     ``num_groups == 0`` means no GroupNorm (then only the activation, if any)."""
     scale = shift = None
     if num_groups > 0:
         scale, shift, _, _ = _affine(x, num_groups, gn_weight, gn_bias, eps)
     elif not silu:
         return temporal_conv1d_fwd(x, weight, bias, num_frames)
-    return _gemm(x, _fwd_weight(weight), bias, num_frames, memory_format_of(x), scale, shift, silu)
+    fmt = memory_format_of(x)
+    if weight.shape[0] > _FUSE_MAX_COUT:
+        return _gemm(_norm_act(x, scale, shift, silu), _fwd_weight(weight), bias, num_frames, fmt)
+    return _gemm(x, _fwd_weight(weight), bias, num_frames, fmt, scale, shift, silu)
 
 
 def _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, silu):
@@ -530,7 +758,11 @@ def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: i
     scale = shift = mean = rstd = None
     if num_groups > 0:
         scale, shift, mean, rstd = _affine(x, num_groups, gn_weight, gn_bias, eps)
-    dw = _weight_grad(dy, x, weight.shape[2], num_frames, scale, shift, silu).to(weight.dtype)
+    if weight.shape[0] > _FUSE_MAX_COUT:  # as in the forward: act(GroupNorm(x)) once, then plain dW
+        dw = _weight_grad(dy, _norm_act(x, scale, shift, silu), weight.shape[2], num_frames)
+    else:
+        dw = _weight_grad(dy, x, weight.shape[2], num_frames, scale, shift, silu)
+    dw = dw.to(weight.dtype)
     db = _bias_grad(dy, need_bias_grad, weight.shape[0], weight.dtype)
     da = _gemm(dy, _dx_weight(weight), None, num_frames, torch.contiguous_format, out_dtype=torch.float32)
     dx, dgamma, dbeta = _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, silu)
