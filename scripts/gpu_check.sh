@@ -31,7 +31,7 @@ for p in $parts; do
     tests)     step gpu-tests env TFAA_AUTOTUNE=0 python3 -m pytest -q -m gpu ${GPU_TESTS:-tests} -p no:cacheprovider --durations=12 ;;
     attention) step bench-attention python3 benchmarks/bench_attention.py --results benchmarks/RESULTS.md ${BENCH_ATTENTION_ARGS:-} ;;
     conv)      [ -f benchmarks/bench_conv.py ] && step bench-conv python3 benchmarks/bench_conv.py --results benchmarks/RESULTS.md ;;
-    train)     [ -f benchmarks/bench_train.py ] && step bench-train python3 benchmarks/bench_train.py --results benchmarks/RESULTS.md ;;
+    train)     [ -f benchmarks/bench_train.py ] && step bench-train python3 benchmarks/bench_train.py --results benchmarks/RESULTS.md ${BENCH_TRAIN_ARGS:-} ;;
     sweeps)    step sweep-temporal python3 benchmarks/sweep_temporal.py; step sweep-spatial python3 benchmarks/sweep_spatial.py ;;
     sampling)  [ -f benchmarks/bench_sampling.py ] && step bench-sampling python3 benchmarks/bench_sampling.py --results benchmarks/RESULTS.md ;;
     *) echo "unknown part $p" ;;
