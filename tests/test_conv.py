@@ -614,3 +614,17 @@ def test_autocast_casts_inputs_like_nn_conv():
     assert torch.equal(y, ref)
     y.float().sum().backward()
     assert w.grad.dtype == torch.float32 and b.grad is not None
+
+
+def test_auto_shape_rule_keeps_reference_for_small_frames_with_grad(monkeypatch):
+    """backend="auto" with gradients on frames < 32x32 takes the reference (measured faster there);
+    forward-only or large frames keep the kernel backend "auto" resolved to."""
+    from tfaa_kernels.ops import conv as conv_op
+    small = torch.randn(4, 8, 4, 4, requires_grad=True)
+    large = torch.randn(4, 8, 32, 32, requires_grad=True)
+    w = torch.randn(8, 8, 3)
+    assert conv_op._auto_for_shape("triton", small, w) == "torch"
+    assert conv_op._auto_for_shape("triton", large, w) == "triton"
+    with torch.no_grad():
+        assert conv_op._auto_for_shape("cuda", small, w) == "cuda"
+    assert conv_op._auto_for_shape("cuda", small.detach(), w) == "cuda"

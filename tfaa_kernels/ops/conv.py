@@ -197,6 +197,20 @@ def _backward_fused(ctx, dy):
 temporal_conv1d_gn_silu_fwd.register_autograd(_backward_fused, setup_context=_setup_fused)
 
 
+# Forward+backward of the kernel backends measured slower than the reference (cuDNN Conv1d on the
+# rearranged tensor) on frames smaller than 32x32 (bench_conv S2 16x16: reference 1.26 ms vs
+# cuda 1.54 / triton 2.04; S1 64x64: cuda 1.35 vs reference 3.52; RESULTS.md), so "auto" keeps the
+# reference there when gradients are needed. Forward-only (sampling) always takes the kernel.
+_AUTO_MIN_PIXELS_WITH_GRAD = 1024
+
+
+def _auto_for_shape(be: str, x: Tensor, weight: Tensor) -> str:
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if be != "torch" and needs_grad and x.shape[2] * x.shape[3] < _AUTO_MIN_PIXELS_WITH_GRAD:
+        return "torch"
+    return be
+
+
 def _fused_backend(backend: str, device: torch.device) -> str:
     """How the GroupNorm/SiLU layer runs: "triton" (the fused kernel), "torch" (the reference), or
     "composite" — GroupNorm+SiLU in torch, then the conv kernel of ``backend`` ("auto"/"cuda").
@@ -245,6 +259,8 @@ def temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_frame
     check_norm(norm, activation, x)
     if norm is None and activation is None:
         be = resolve_backend(backend, "temporal_conv1d", x.device)
+        if backend == "auto":
+            be = _auto_for_shape(be, x, weight)
         check_dtype("x", x, be)
         if be == "torch" or x.numel() == 0 or weight.numel() == 0:
             return reference.temporal_conv1d(x, weight, bias, num_frames)
