@@ -37,6 +37,6 @@ for p in $parts; do
     *) echo "unknown part $p" ;;
   esac
 done
-cp benchmarks/RESULTS.md "$OUT/" 2>/dev/null
+cp benchmarks/RESULTS.md benchmarks/*.png "$OUT/" 2>/dev/null
 echo; echo "===== summary"; printf '%s\n' "${summary[@]}"
 grep -E "passed|failed" "$LOG" | tail -3
