@@ -281,3 +281,14 @@ def test_autocast_casts_inputs():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = tk.first_adjacent_attention(q, k.bfloat16(), v, 2, backend="torch")
     assert out.dtype == torch.bfloat16
+
+
+def test_auto_spatial_small_head_dim_uses_reference(monkeypatch):
+    """backend="auto", mode="spatial": head dims < 64 take the reference (measured faster)."""
+    from tfaa_kernels.ops import attention as attn_op
+    calls = []
+    monkeypatch.setattr(attn_op, "resolve_backend", lambda b, op, dev: "triton")
+    monkeypatch.setattr(attn_op.reference, "first_adjacent_attention",
+                        lambda *a, **k: calls.append("ref") or torch.zeros(4, 3, 2, 40))
+    tk.first_adjacent_attention(*_qkv((4, 3, 2, 40)), 2, "spatial")
+    assert calls == ["ref"]

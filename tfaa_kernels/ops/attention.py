@@ -115,6 +115,11 @@ spatial_attention_fwd.register_autograd(_spatial_backward, setup_context=_spatia
 
 
 # ---------------------------------------------------------------- public op
+# The spatial Triton kernel measured slower than the reference (cat K/V + flash SDPA) at head dim 40
+# (S1: 9.56 vs 5.90 ms) and faster at 80 (32x32 C640: 0.48 vs 1.09 ms; RESULTS.md), so "auto" keeps
+# the reference for spatial mode below head dim 64.
+_AUTO_SPATIAL_MIN_D = 64
+
 def first_adjacent_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int,
                              mode: str = "temporal", scale: Optional[float] = None,
                              backend: str = "auto") -> Tensor:
@@ -139,6 +144,8 @@ def first_adjacent_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int,
     if q.shape[-1] == 0:
         raise ValueError("q, k, v must have a head dim D >= 1, got D = 0")
     be = resolve_backend(backend, f"{mode}_attention", q.device)
+    if backend == "auto" and mode == "spatial" and q.shape[-1] < _AUTO_SPATIAL_MIN_D:
+        be = "torch"
     check_dtype("q", q, be)
     if be == "triton" and q.shape[-1] > 256:
         raise ValueError(f"backend='triton' supports head dims D <= 256, got D = {q.shape[-1]}")
