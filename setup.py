@@ -71,15 +71,28 @@ setup(
                 "1D conv, with a text-to-video training and sampling stack",
     packages=find_packages(include=["tfaa", "tfaa.*", "tfaa_kernels", "tfaa_kernels.*"]),
     python_requires=">=3.10",
+    # torch is not listed here on purpose: install it first (scripts/install.sh), so pip never
+    # swaps the installed build for another one.
     install_requires=[
-        "torch>=2.4",
         "einops",
         "numpy",
+        "triton",
+        "diffusers>=0.30",
+        "transformers",
+        "accelerate",
+        "safetensors",
+        "pyyaml",
+        "imageio",
+        "pillow",
+        "tqdm",
+        "av",
     ],
+    package_data={"tfaa.train": ["configs/*.yaml"]},
     entry_points={"console_scripts": ["tfaa=tfaa.cli:main"]},
     extras_require={
-        "triton": ["triton"],
-        "test": ["pytest", "pytest-benchmark"],
+        "test": ["pytest", "pytest-benchmark", "scipy"],
+        "bench": ["matplotlib", "pytest-benchmark"],
+        "train": ["tensorboard", "scipy"],
     },
     **_cuda_extension_args(),
 )
