@@ -2,7 +2,7 @@
 
 Examples::
 
-    tfaa demo --out demo/                 # ~6-7 minutes on a 2-core CPU
+    tfaa demo --out demo/                 # ~7 minutes on a 2-core CPU
     tfaa demo --out demo/ --resume        # reuse the finished stages of an interrupted run
     tfaa demo --out demo/ --overwrite     # start fresh in an existing demo folder
     tfaa demo --out /tmp/d --quick        # seconds: a smoke test, not a usable model

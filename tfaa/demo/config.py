@@ -41,13 +41,16 @@ class DemoConfig:
     num_frames: int = 8
     size: int = 32
     # image stage
-    steps_image: int = 1200
+    steps_image: int = 1000
     batch_image: int = 32
     lr_image: float = 1e-3
+    #: also train the text encoder in the image stage; off: a fixed random one (frames cannot tell
+    #: "left" from "right", so joint training would pull the opposite directions' words together)
+    train_text_encoder: bool = False
     # video stage (each of the 3 variants)
-    steps_video: int = 250
+    steps_video: int = 800
     batch_video: int = 4
-    lr_video: float = 1e-3
+    lr_video: float = 2e-3
     caption_dropout: float = 0.1
     # model size
     channels: Tuple[int, ...] = (32, 64)

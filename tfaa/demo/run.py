@@ -93,7 +93,7 @@ def run_demo(out_dir: str, cfg: Optional[DemoConfig] = None, device: str = "auto
         t0 = time.time()
         unet2d, text_encoder, tokenizer, losses = train_image_model(
             cfg, clips, dev, os.path.join(out_dir, "tokenizer_vocab"), progress=progress)
-        params = sum(p.numel() for p in unet2d.parameters()) + sum(p.numel() for p in text_encoder.parameters())
+        params = sum(p.numel() for m in (unet2d, text_encoder) for p in m.parameters() if p.requires_grad)
         save_image_model(image_dir, unet2d, text_encoder, tokenizer)
         _finish(out_dir, state, "image", _loss_info(losses, cfg.steps_image, params, time.time() - t0))
 

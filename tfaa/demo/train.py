@@ -48,18 +48,19 @@ def _with_dropout(captions: List[str], p: float, rng: np.random.Generator) -> Li
 
 def train_image_model(cfg: DemoConfig, clips: ClipSet, device: torch.device, tokenizer_dir: str,
                       progress: bool = True) -> Tuple[object, object, object, List[float]]:
-    """Train the image UNet and the text encoder jointly on single frames.
+    """Train the image UNet (and the text encoder when ``cfg.train_text_encoder``) on single frames.
 
     Returns ``(unet, text_encoder, tokenizer, losses)`` (models in eval mode on ``device``).
     """
     tokenizer = build_tokenizer(tokenizer_dir)
-    text_encoder = build_text_encoder(tokenizer, cfg.seed + 1).to(device).train()
+    text_encoder = build_text_encoder(tokenizer, cfg.seed + 1).to(device)
+    text_encoder.train(cfg.train_text_encoder).requires_grad_(cfg.train_text_encoder)
     unet = build_unet(cfg, cfg.seed).to(device).train()
+    params = list(unet.parameters()) + (list(text_encoder.parameters()) if cfg.train_text_encoder else [])
     images = clips_to_latents(clips.frames).flatten(0, 1).to(device)  # (N*F, 12, h, w)
     captions = [c for c in clips.captions for _ in range(cfg.num_frames)]
     sched = noise_scheduler()
-    opt, lr_sched = _optimizer(list(unet.parameters()) + list(text_encoder.parameters()), cfg.lr_image,
-                               cfg.steps_image)
+    opt, lr_sched = _optimizer(params, cfg.lr_image, cfg.steps_image)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     losses = []
@@ -74,7 +75,7 @@ def train_image_model(cfg: DemoConfig, clips: ClipSet, device: torch.device, tok
         loss = F.mse_loss(pred, sched.get_velocity(x0, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(text_encoder.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         lr_sched.step()
         losses.append(loss.item())
