@@ -102,6 +102,14 @@ def _pixel_offsets(p, W, s_h, s_w, FLAT: tl.constexpr):
 
 
 @triton.jit
+def _mma(a, b, acc, IEEE: tl.constexpr):
+    """acc + a @ b: exact fp32 ("ieee") dots for fp32 inputs, tensor-core dots otherwise."""
+    if IEEE:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
 def _silu(a, FAST: tl.constexpr):
     """a * sigmoid(a) in fp32. FAST (half-precision GEMM inputs on the GPU): sigmoid as
     0.5 + 0.5 * tanh(a / 2) with one MUFU tanh.approx (rel. error ~2^-11, below bf16/fp16 rounding)
@@ -179,10 +187,7 @@ def _conv_gemm_kernel(
                           PROLOGUE, SILU, FAST_SILU).to(w_ptr.dtype.element_ty)
         wt = tl.load(w_ptr + (t.to(tl.int64) * sw_t + ci0.to(tl.int64) * sw_r) + w_tile,
                      mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
-        if IEEE:
-            acc = tl.dot(a, wt, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, wt, acc)
+        acc = _mma(a, wt, acc, IEEE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
     y_pix = _pixel_offsets(offs_p, W, sy_h, sy_w, FLAT_Y)
@@ -299,10 +304,7 @@ def _conv_dw_kernel(
         dy = tl.load(d_ptrs, mask=(co_mask[:, None] & p_mask[None, :]) & (n_f >= 0), other=0.0)
         a0 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f, F, p0, x_tile, offs_pb, offs_ci, ci_mask,
                       HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM, FAST_SILU)
-        if IEEE:
-            acc0 = tl.dot(dy, a0, acc0, input_precision="ieee")
-        else:
-            acc0 = tl.dot(dy, a0, acc0)
+        acc0 = _mma(dy, a0, acc0, IEEE)
         if TAPS >= 2:
             if RING:
                 a1 = r1
@@ -310,10 +312,7 @@ def _conv_dw_kernel(
                 a1 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 1, F, p0, x_tile, offs_pb, offs_ci,
                               ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
                               FAST_SILU)
-            if IEEE:
-                acc1 = tl.dot(dy, a1, acc1, input_precision="ieee")
-            else:
-                acc1 = tl.dot(dy, a1, acc1)
+            acc1 = _mma(dy, a1, acc1, IEEE)
         if TAPS >= 3:
             if RING:
                 a2 = r2
@@ -321,10 +320,7 @@ def _conv_dw_kernel(
                 a2 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 2, F, p0, x_tile, offs_pb, offs_ci,
                               ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
                               FAST_SILU)
-            if IEEE:
-                acc2 = tl.dot(dy, a2, acc2, input_precision="ieee")
-            else:
-                acc2 = tl.dot(dy, a2, acc2)
+            acc2 = _mma(dy, a2, acc2, IEEE)
         if TAPS >= 4:
             if RING:
                 a3 = r3
@@ -332,10 +328,7 @@ def _conv_dw_kernel(
                 a3 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 3, F, p0, x_tile, offs_pb, offs_ci,
                               ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
                               FAST_SILU)
-            if IEEE:
-                acc3 = tl.dot(dy, a3, acc3, input_precision="ieee")
-            else:
-                acc3 = tl.dot(dy, a3, acc3)
+            acc3 = _mma(dy, a3, acc3, IEEE)
         if TAPS >= 5:
             if RING:
                 a4 = r4
@@ -343,10 +336,7 @@ def _conv_dw_kernel(
                 a4 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 4, F, p0, x_tile, offs_pb, offs_ci,
                               ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
                               FAST_SILU)
-            if IEEE:
-                acc4 = tl.dot(dy, a4, acc4, input_precision="ieee")
-            else:
-                acc4 = tl.dot(dy, a4, acc4)
+            acc4 = _mma(dy, a4, acc4, IEEE)
         if RING:  # slide the window (stale entries only ever meet the zero dy of the warm-up)
             if TAPS >= 5:
                 r4 = r3
