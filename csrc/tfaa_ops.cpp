@@ -285,15 +285,6 @@ TORCH_LIBRARY_IMPL(tfaa_cuda, CUDA, m) {
   m.impl("temporal_conv1d_bwd", &temporal_conv1d_bwd);
 }
 
-// CPU tensors reach the same functions, whose first check rejects them with a clear
-// "must be a CUDA tensor" error (without a CPU kernel, a call with CPU tensors crashed the
-// process on the GPU machine instead of raising).
-TORCH_LIBRARY_IMPL(tfaa_cuda, CPU, m) {
-  m.impl("temporal_attention_fwd", &temporal_attention_fwd);
-  m.impl("temporal_attention_bwd", &temporal_attention_bwd);
-  m.impl("temporal_conv1d_fwd", &temporal_conv1d_fwd);
-  m.impl("temporal_conv1d_bwd", &temporal_conv1d_bwd);
-}
 
 // A Python module too, so the extension imports as tfaa_kernels._C (setup.py) or by name (JIT).
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
