@@ -16,7 +16,6 @@ head; peak memory of forward+backward.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -31,7 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tfaa_kernels as tk  # noqa: E402
 from tfaa_kernels import reference  # noqa: E402
 from tfaa_kernels.backends import has_impl  # noqa: E402
-from common import (copy_bandwidth_gbs, env_line, fmt, markdown_table, median_ms, peak_mib,  # noqa: E402
+from common import (copy_bandwidth_gbs, env_line, fmt, markdown_table, median_ms, op_bench_device,  # noqa: E402
+                    op_bench_parser, peak_mib,
                     write_section)
 
 # name: (B, F, h, w, C, heads)
@@ -171,16 +171,11 @@ def render(bw, sections) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--results", help="write the table into this RESULTS.md section")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes, any device: checks the code path")
+    ap = op_bench_parser(__doc__)
     ap.add_argument("--modes", default="temporal,spatial")
     args = ap.parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    device, dtype = op_bench_device("bench_attention", args.smoke)
     shapes = SMOKE if args.smoke else SHAPES
-    if not args.smoke and device != "cuda":
-        sys.exit("bench_attention needs a CUDA GPU (use --smoke to check the code path on CPU)")
     bw, sections = run(shapes, args.modes.split(","), dtype, device)
     text = render(bw, sections)
     if args.results and not args.smoke:

@@ -18,7 +18,6 @@ HBM floor of the forward is (read x + write y) over the measured copy bandwidth.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -32,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tfaa_kernels as tk  # noqa: E402
 from tfaa_kernels import GroupNormSpec, reference  # noqa: E402
 from tfaa_kernels.backends import has_impl  # noqa: E402
-from common import copy_bandwidth_gbs, env_line, fmt, markdown_table, median_ms, write_section  # noqa: E402
+from common import (copy_bandwidth_gbs, env_line, fmt, markdown_table, median_ms,  # noqa: E402
+                    op_bench_device, op_bench_parser, write_section)
 
 # name: (B, F, H, W, C)
 SHAPES = {"S1": (2, 16, 64, 64, 320), "S2": (2, 16, 16, 16, 1280)}
@@ -211,15 +211,10 @@ def render(bw, rows) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--results", help="write the table into this RESULTS.md section")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes, any device: checks the code path")
+    ap = op_bench_parser(__doc__)
     args = ap.parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    device, dtype = op_bench_device("bench_conv", args.smoke)
     shapes = SMOKE if args.smoke else SHAPES
-    if not args.smoke and device != "cuda":
-        sys.exit("bench_conv needs a CUDA GPU (use --smoke to check the code path on CPU)")
     bw, rows = run(shapes, dtype, device)
     text = render(bw, rows)
     if args.results and not args.smoke:

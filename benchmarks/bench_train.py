@@ -170,7 +170,7 @@ def main(argv=None) -> int:
                f"({args.latent_size * 8} px), {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, "
                f"AdamW + grad clipping{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
                f"{args.warmup} warm-up + {args.steps} timed steps. auto -> {resolved_backends(device)}.")
-    text = "\n".join([f"### Training throughput (`benchmarks/bench_train.py`)", "", env_line(), "", setting, "",
+    text = "\n".join(["### Training throughput (`benchmarks/bench_train.py`)", "", env_line(), "", setting, "",
                       markdown_table(header, rows)])
     print()
     print(text)

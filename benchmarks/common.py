@@ -86,5 +86,24 @@ def write_section(path: str, name: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def op_bench_parser(doc: str):
+    """The arguments every op microbenchmark takes: ``--results PATH`` and ``--smoke``."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--results", help="write the table into this RESULTS.md section")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, any device: checks the code path")
+    return ap
+
+
+def op_bench_device(name: str, smoke: bool):
+    """(device, dtype) of an op microbenchmark: CUDA bf16, or CPU fp32 for --smoke; exits without
+    a GPU unless smoke."""
+    import sys
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not smoke and device != "cuda":
+        sys.exit(f"{name} needs a CUDA GPU (use --smoke to check the code path on CPU)")
+    return device, (torch.bfloat16 if device == "cuda" else torch.float32)
+
+
 def fmt(x: Optional[float], digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"

@@ -3,7 +3,6 @@ already cover — the saved LSE, several ragged tiles per frame on the CPU, cust
 torch.compile of the spatial ops on the CPU; on the GPU SD head dims with ragged L for every F,
 bitwise determinism of the backward, >2^31-element tensors, and the memory of forward+backward
 (no (B*F, 2L) key/value copies). CPU tests run the kernels in Triton's interpreter (fp32, tiny)."""
-import math
 
 import pytest
 import torch

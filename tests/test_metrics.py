@@ -156,7 +156,7 @@ def test_frame_consistency_math():
 
 def test_evaluate_and_cli(tmp_path, tiny_clip_dir, capsys):
     gen = make_synthetic_dataset(str(tmp_path / "gen"), num_videos=3, num_frames=4, size=32, seed=0)
-    real = make_synthetic_dataset(str(tmp_path / "real"), num_videos=3, num_frames=4, size=32, seed=1)
+    make_synthetic_dataset(str(tmp_path / "real"), num_videos=3, num_frames=4, size=32, seed=1)
     with open(gen, "a") as fh:
         fh.write(json.dumps({"path": "videos/missing.gif", "caption": "gone"}) + "\n")
     i3d = I3DFeatureExtractor(None, resize=32)

@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin

@@ -70,10 +70,6 @@ def load_backends() -> None:
             _AUTO_OK[backend] = _LOADED[backend] and bool(getattr(mod, "AUTO_OK", True))
 
 
-def _load_backend(backend: str) -> bool:
-    return _LOADED.get(backend, False)
-
-
 def get_impl(op: str, backend: str) -> Callable:
     """The registered implementation of ``op`` for ``backend``; raises if none is registered."""
     try:
@@ -86,7 +82,7 @@ def has_impl(op: str, backend: str) -> bool:
     """Whether ``backend`` implements the op family ``op`` (its ``"<op>_fwd"`` entry point)."""
     if backend == "torch":
         return True
-    return _load_backend(backend) and (f"{op}_fwd", backend) in _IMPLS
+    return _LOADED.get(backend, False) and (f"{op}_fwd", backend) in _IMPLS
 
 
 def backend_runs_on(backend: str, device: torch.device) -> bool:
@@ -96,15 +92,16 @@ def backend_runs_on(backend: str, device: torch.device) -> bool:
         return True
     if backend == "triton":
         if device.type == "cuda":
-            return _load_backend("triton")
-        return device.type == "cpu" and triton_interpret() and _load_backend("triton")
+            return _LOADED.get("triton", False)
+        return device.type == "cpu" and triton_interpret() and _LOADED.get("triton", False)
     if backend == "cuda":
-        return device.type == "cuda" and _load_backend("cuda")
+        return device.type == "cuda" and _LOADED.get("cuda", False)
     return False
 
 
 def available_backends(device: Optional[torch.device | str] = None) -> List[str]:
-    """Backends that can run on ``device`` (default: CUDA if present, else CPU), fastest last.
+    """Backends that can run on ``device`` (default: CUDA if present, else CPU), in the order
+    torch, triton, cuda ("auto" chooses among them per op: :data:`AUTO_PREFERENCE`).
 
     >>> available_backends("cpu")
     ['torch']

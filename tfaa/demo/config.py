@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, Tuple
 
 __all__ = ["DemoConfig", "DemoConfigError", "quick_overrides", "DEFAULT_PROMPTS", "VARIANTS"]
 

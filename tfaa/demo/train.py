@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -73,13 +73,18 @@ def train_image_model(cfg: DemoConfig, clips: ClipSet, device: torch.device, tok
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
         pred = unet(sched.add_noise(x0, noise, t), t, emb).sample
         loss = F.mse_loss(pred, sched.get_velocity(x0, noise, t))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr_sched.step()
-        losses.append(loss.item())
+        losses.append(_optimizer_step(loss, params, opt, lr_sched))
     return unet.eval(), text_encoder.eval(), tokenizer, losses
+
+
+def _optimizer_step(loss: torch.Tensor, params, opt, lr_sched) -> float:
+    """Backward, clip the gradient norm at 1, step optimizer and LR schedule; returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    lr_sched.step()
+    return loss.item()
 
 
 def _encode(tokenizer, text_encoder, captions: List[str], device) -> torch.Tensor:
@@ -118,10 +123,5 @@ def train_video_model(unet2d, text_encoder, tokenizer, cfg: DemoConfig, clips: C
         drop = torch.from_numpy(rng.random(len(idx)) < cfg.caption_dropout).to(device)
         emb = torch.where(drop[:, None, None], uncond.expand(len(idx), -1, -1), cond[idx])
         loss = diffusion_loss(video, latents[idx], emb, sched, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr_sched.step()
-        losses.append(loss.item())
+        losses.append(_optimizer_step(loss, params, opt, lr_sched))
     return video.eval(), losses
