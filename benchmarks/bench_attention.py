@@ -31,7 +31,7 @@ import tfaa_kernels as tk  # noqa: E402
 from tfaa_kernels import reference  # noqa: E402
 from tfaa_kernels.backends import has_impl  # noqa: E402
 from common import (copy_bandwidth_gbs, env_line, fmt, markdown_table, median_ms, op_bench_device,  # noqa: E402
-                    op_bench_parser, peak_mib,
+                    graph_ms, op_bench_parser, peak_mib,
                     write_section)
 
 # name: (B, F, h, w, C, heads)
@@ -107,8 +107,13 @@ def measure(name, fn, shape, mode, dtype, device, bw_gbs):
         t_f = median_ms(fwd)
     t_fb = median_ms(fwd_bwd)
     mem = peak_mib(fwd_bwd)
+
+    def fwd_nograd():
+        with torch.no_grad():
+            fn(q, k, v, f)
+    g_f, g_fb = graph_ms(fwd_nograd), graph_ms(fwd_bwd)
     elem = b * f * h * w * c * torch.finfo(dtype).bits // 8       # bytes of one of q/k/v/out
-    row = {"name": name, "fwd": t_f, "fwd+bwd": t_fb, "mem": mem, "err": err}
+    row = {"name": name, "fwd": t_f, "fwd+bwd": t_fb, "mem": mem, "err": err, "g_fwd": g_f, "g_fwd+bwd": g_fb}
     if mode == "temporal":
         row["GB/s"] = 4 * elem / (t_f * 1e-3) / 1e9
         row["floor"] = (4 * elem / (bw_gbs * 1e9) * 1e3) if bw_gbs else None
@@ -150,22 +155,27 @@ def _err(r) -> str:
 
 def render(bw, sections) -> str:
     out = [f"Device: {env_line()}; bf16; medians of triton.testing.do_bench (ms); rel.err: forward "
-           "output against the fp32 reference on the same inputs."]
+           "output against the fp32 reference on the same inputs. fwd/fwd+bwd: eager calls (host "
+           "Python/autograd time included); graph: the same calls captured in a CUDA graph and replayed "
+           "(GPU time alone, benchmarks/common.py graph_ms)."]
     if bw:
         out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s (read + write).")
     for mode, rows in sections:
         out.append(f"\n**{mode} mode**\n")
         if mode == "temporal":
-            hdr = ["shape", "impl", "fwd ms", "fwd GB/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd floor/time", "peak MiB fwd+bwd", "rel.err"]
+            hdr = ["shape", "impl", "fwd ms", "fwd GB/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd floor/time",
+                   "graph fwd ms", "graph fwd+bwd ms", "peak MiB fwd+bwd", "rel.err"]
             body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("GB/s"), 0),
                      fmt(r["floor"] / r["fwd"], 2) if r.get("floor") and r.get("fwd") else "—",
                      fmt(r.get("fwd+bwd")),
                      fmt(r["fb_floor"] / r["fwd+bwd"], 2) if r.get("fb_floor") and r.get("fwd+bwd") else "—",
-                     fmt(r.get("mem"), 0), _err(r)] for r in rows]
+                     fmt(r.get("g_fwd")), fmt(r.get("g_fwd+bwd")), fmt(r.get("mem"), 0), _err(r)] for r in rows]
         else:
-            hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "peak MiB fwd+bwd", "rel.err"]
+            hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "graph fwd ms",
+                   "graph fwd+bwd ms", "peak MiB fwd+bwd", "rel.err"]
             body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("TFLOP/s"), 1), fmt(r.get("fwd+bwd")),
-                     fmt(r.get("fb TFLOP/s"), 1), fmt(r.get("mem"), 0), _err(r)] for r in rows]
+                     fmt(r.get("fb TFLOP/s"), 1), fmt(r.get("g_fwd")), fmt(r.get("g_fwd+bwd")), fmt(r.get("mem"), 0),
+                     _err(r)] for r in rows]
         out.append(markdown_table(hdr, body))
     return "\n".join(out)
 

@@ -6,11 +6,15 @@ TemporalConvLayer; input already in that layout) and a cuBLAS GEMM ``(B*F*H*W, 3
 C_out)`` with the conv's FLOPs. One layer of the temporal conv block (GroupNorm(32) -> SiLU -> conv):
 the fused kernel against the unfused chains (torch GroupNorm + SiLU, then each conv), eager and
 torch.compile'd. Forward and forward+backward (grads of x, weight, bias and, for the block layer,
-the GroupNorm parameters), medians of ``triton.testing.do_bench``.
+the GroupNorm parameters), medians of ``triton.testing.do_bench``. GroupNorm(32) + SiLU alone
+(forward, inference): tfaa_kernels.group_norm_silu's Triton kernels against torch's
+``F.silu(F.group_norm(...))``, eager and torch.compile'd.
 
 TFLOP/s count exactly the in-clip taps: ``2 * C_out * C_in * H*W * B * (K*F - 2*sum_{j<K//2}(K//2-j))``
 for the forward, 3x that for forward+backward (the GEMM row counts its own FLOPs: all K taps). The
-HBM floor of the forward is (read x + write y) over the measured copy bandwidth.
+HBM floor of the forward is (read x + write y) over the measured copy bandwidth; for GN+SiLU it is
+(read x twice + write a once: the statistics pass, then the apply) — a single read + write would
+need the whole group slab kept on chip.
 
     python benchmarks/bench_conv.py [--results benchmarks/RESULTS.md] [--smoke]
 
@@ -31,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tfaa_kernels as tk  # noqa: E402
 from tfaa_kernels import GroupNormSpec, reference  # noqa: E402
 from tfaa_kernels.backends import has_impl  # noqa: E402
-from common import (copy_bandwidth_gbs, env_line, fmt, markdown_table, median_ms,  # noqa: E402
+from common import (copy_bandwidth_gbs, env_line, fmt, graph_ms, markdown_table, median_ms,  # noqa: E402
                     op_bench_device, op_bench_parser, write_section)
 
 # name: (B, F, H, W, C)
@@ -116,6 +120,8 @@ def block_candidates(inp: Inputs):
             c[f"fused {be} GN+SiLU+conv ({lay})"] = (
                 (lambda be, x: lambda: tk.temporal_conv1d(x, w, b, f, backend=be, norm=spec, activation="silu"))(be, x),
                 (x, w, b, gw, gb), dy)
+    c["auto: tk.temporal_conv1d(norm=, activation=) (NCHW)"] = (
+        lambda: tk.temporal_conv1d(inp.x, w, b, f, norm=spec, activation="silu"), (inp.x, w, b, gw, gb), inp.dy)
     for be in kernel_backends():
         c[f"torch GN+SiLU, {be} conv (NCHW)"] = (
             (lambda be: lambda: tk.temporal_conv1d(gn_silu(inp.x), w, b, f, backend=be))(be),
@@ -127,6 +133,42 @@ def block_candidates(inp: Inputs):
         chain = torch.compile(lambda x5, w, b, gw, gb: conv3d(F.silu(F.group_norm(x5, GROUPS, gw, gb, 1e-5)), w, b))
         c["torch.compile(GN+SiLU+Conv3d)"] = (lambda: chain(inp.x5, w, b, gw, gb), (inp.x5, w, b, gw, gb), inp.dy5)
     return c
+
+
+def gn_candidates(inp: Inputs):
+    """GroupNorm(32) + SiLU alone, forward only (no dy: inference)."""
+    gw, gb = inp.gn_w.detach(), inp.gn_b.detach()
+    x, x_cl = inp.x.detach(), inp.x_cl.detach()
+    c = {}
+    # "auto" (no grad, eager: the Triton kernels called directly on CUDA) and the forced backend
+    # (through the tfaa::group_norm_silu_fwd custom op: the same kernels, more host time a call)
+    for lay, xx in (("NCHW", x), ("channels_last", x_cl)):
+        c[f"tk.group_norm_silu auto ({lay})"] = (
+            (lambda xx: lambda: tk.group_norm_silu(xx, GROUPS, gw, gb))(xx), None, None)
+    for be in kernel_backends("group_norm_silu"):
+        c[f"tk.group_norm_silu backend={be!r} (NCHW, custom op)"] = (
+            (lambda be: lambda: tk.group_norm_silu(x, GROUPS, gw, gb, backend=be))(be), None, None)
+    for lay, xx in (("NCHW", x), ("channels_last", x_cl)):
+        c[f"torch F.silu(F.group_norm) ({lay})"] = (
+            (lambda xx: lambda: F.silu(F.group_norm(xx, GROUPS, gw, gb, 1e-5)))(xx), None, None)
+    if torch.cuda.is_available():
+        gn = torch.compile(lambda x, gw, gb: F.silu(F.group_norm(x, GROUPS, gw, gb, 1e-5)))
+        c["torch.compile(F.silu(F.group_norm)) (NCHW)"] = (lambda: gn(x, gw, gb), None, None)
+    return c
+
+
+def check_gn(inp: Inputs) -> float:
+    """Relative error of the first kernel backend's group_norm_silu (channels_last input) against
+    the fp64 reference, on the first clip."""
+    bes = kernel_backends("group_norm_silu")
+    if not bes:
+        return float("nan")
+    f = inp.num_frames
+    gw, gb = inp.gn_w.detach(), inp.gn_b.detach()
+    with torch.no_grad():
+        a = tk.group_norm_silu(inp.x_cl, GROUPS, gw, gb, backend=bes[0])[:f].double()
+        ref = reference.group_norm_silu(inp.x[:f].double(), GROUPS, gw.double(), gb.double(), 1e-5)
+    return ((a - ref).norm() / ref.norm()).item()
 
 
 def check(inp: Inputs, fused: bool) -> float:
@@ -151,12 +193,20 @@ def check(inp: Inputs, fused: bool) -> float:
 
 
 def measure(fn, leaves, dy):
+    """(forward ms, forward+backward ms, graph forward ms, graph forward+backward ms): eager calls
+    and the same calls replayed from a CUDA graph (GPU time alone, common.graph_ms); the
+    forward+backward entries are None when there is nothing to differentiate."""
     def fwd_bwd():
         torch.autograd.grad(fn(), leaves, dy)
-    with torch.no_grad():
-        t_f = median_ms(fn)
-    t_fb = median_ms(fwd_bwd)
-    return t_f, t_fb
+
+    def fwd():
+        with torch.no_grad():
+            fn()
+    t_f = median_ms(fwd)
+    t_fb = median_ms(fwd_bwd) if leaves is not None else None
+    g_f = graph_ms(fwd)
+    g_fb = graph_ms(fwd_bwd) if leaves is not None else None
+    return t_f, t_fb, g_f, g_fb
 
 
 def run(shapes, dtype, device):
@@ -164,22 +214,28 @@ def run(shapes, dtype, device):
     rows = []
     for sname, shape in shapes.items():
         inp = Inputs(shape, dtype, device)
-        errs = {"conv": check(inp, False), "GN+SiLU+conv layer": check(inp, True)}
+        errs = {"conv": check(inp, False), "GN+SiLU+conv layer": check(inp, True), "GN+SiLU": check_gn(inp)}
         flops = conv_flops(shape)
         b, f, h, w, c = shape
-        floor = (2 * b * f * c * h * w * torch.finfo(dtype).bits / 8) / (bw * 1e9) * 1e3 if bw else None
-        for section, cands in (("conv", plain_candidates(inp)), ("GN+SiLU+conv layer", block_candidates(inp))):
+        x_ms = (b * f * c * h * w * torch.finfo(dtype).bits / 8) / (bw * 1e9) * 1e3 if bw else None
+        for section, cands in (("conv", plain_candidates(inp)), ("GN+SiLU+conv layer", block_candidates(inp)),
+                               ("GN+SiLU", gn_candidates(inp))):
+            # HBM floors: read x + write y; GN+SiLU: read x twice (statistics, apply) + write a
+            floor = (3 if section == "GN+SiLU" else 2) * x_ms if x_ms else None
             for name, (fn, leaves, dy) in cands.items():
                 try:
-                    t_f, t_fb = measure(fn, leaves, dy)
+                    t_f, t_fb, g_f, g_fb = measure(fn, leaves, dy)
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
-                    t_f = t_fb = None
+                    t_f = t_fb = g_f = g_fb = None
                 fl = (2.0 * inp.a.shape[0] * inp.a.shape[1] * c) if name.startswith("cuBLAS") else flops
+                if section == "GN+SiLU":
+                    fl = None
                 row = {"shape": sname, "section": section, "name": name, "fwd": t_f, "fwd+bwd": t_fb,
+                       "g_fwd": g_f, "g_fwd+bwd": g_fb,
                        "dtype": str(dtype).replace("torch.", ""),
-                       "TFLOP/s": fl / (t_f * 1e-3) / 1e12 if t_f else None,
-                       "fb TFLOP/s": 3 * fl / (t_fb * 1e-3) / 1e12 if t_fb else None,
+                       "TFLOP/s": fl / (t_f * 1e-3) / 1e12 if t_f and fl else None,
+                       "fb TFLOP/s": 3 * fl / (t_fb * 1e-3) / 1e12 if t_fb and fl else None,
                        "floor": floor, "err": errs[section]}
                 rows.append(row)
                 shown = {k: v for k, v in row.items() if k not in ("section", "shape", "dtype")}
@@ -193,19 +249,32 @@ def run(shapes, dtype, device):
 def render(bw, rows) -> str:
     dtype = rows[0]["dtype"] if rows else ""
     out = [f"Device: {env_line()}; {dtype}, K=3; medians of triton.testing.do_bench (ms). TFLOP/s count "
-           "in-clip taps only (the GEMM row: its own 2*M*N*K); fwd+bwd FLOPs = 3x fwd."]
+           "in-clip taps only (the GEMM row: its own 2*M*N*K); fwd+bwd FLOPs = 3x fwd. fwd/fwd+bwd: eager "
+           "calls, host time (Python, autograd, launches) included; graph: the same calls captured in a "
+           "CUDA graph and replayed, the GPU time alone (TFLOP/s, floor/time and the ratios use it when "
+           "present)."]
     if bw:
-        out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s; HBM floor of the forward = read x + write y.")
+        out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s; HBM floor of the forward = read x + write y "
+                   "(GN+SiLU: read x twice + write a once).")
     errs = {(r["shape"], r["section"]): r["err"] for r in rows}
     out.append("Kernel forward vs fp64 reference (rel. Frobenius error, channels_last, first clip): "
                + ", ".join(f"{s} {sec} {e:.2e}" for (s, sec), e in errs.items()))
-    hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd / fwd", "fwd+bwd TFLOP/s"]
-    for section in ("conv", "GN+SiLU+conv layer"):
+    hdr = ["shape", "impl", "fwd ms", "fwd+bwd ms", "graph fwd ms", "graph fwd+bwd ms", "fwd TFLOP/s",
+           "fwd floor/time", "fwd+bwd / fwd", "fwd+bwd TFLOP/s"]
+    for section in ("conv", "GN+SiLU+conv layer", "GN+SiLU"):
         out.append(f"\n**{section}**\n")
-        body = [[r["shape"], r["name"], fmt(r["fwd"]), fmt(r["TFLOP/s"], 0),
-                 fmt(r["floor"] / r["fwd"], 2) if r["floor"] and r["fwd"] else "—",
-                 fmt(r["fwd+bwd"]), fmt(r["fwd+bwd"] / r["fwd"], 2) if r["fwd"] and r["fwd+bwd"] else "—",
-                 fmt(r["fb TFLOP/s"], 0)] for r in rows if r["section"] == section]
+        body = []
+        for r in rows:
+            if r["section"] != section:
+                continue
+            tf = r["g_fwd"] or r["fwd"]
+            tfb = r["g_fwd+bwd"] or r["fwd+bwd"]
+            fl = r["TFLOP/s"] * r["fwd"] if r["TFLOP/s"] else None  # TFLOP/s x ms = GFLOP
+            body.append([r["shape"], r["name"], fmt(r["fwd"]), fmt(r["fwd+bwd"]), fmt(r["g_fwd"]), fmt(r["g_fwd+bwd"]),
+                         fmt(fl / tf, 0) if fl and tf else "—",
+                         fmt(r["floor"] / tf, 2) if r["floor"] and tf else "—",
+                         fmt(tfb / tf, 2) if tf and tfb else "—",
+                         fmt(3 * fl / tfb, 0) if fl and tfb else "—"])
         out.append(markdown_table(hdr, body))
     return "\n".join(out)
 

@@ -87,6 +87,24 @@ def test_motion_direction_is_visible():
     assert col(3) > col(0) + 8
 
 
+def test_motion_blur_trails_behind_and_keeps_the_shape():
+    spec = ClipSpec("square", "red", "right")
+    sharp = render_clip(spec, num_frames=8, size=32)
+    blurred = render_clip(spec, num_frames=8, size=32, motion_blur=3)
+    shape = (sharp != np.array(spec.background, np.uint8)).any(-1)
+    assert np.array_equal(blurred[shape], sharp[shape])  # the shape itself is unchanged
+    trail = (blurred != sharp).any(-1)
+    assert trail.any() and not (trail & shape).any()
+    ys, xs = trail[3].nonzero()
+    cols_shape = shape[3].nonzero()[1]
+    assert xs.mean() < cols_shape.mean() and set(ys) <= set(shape[3].nonzero()[0])  # behind, same rows
+    # the trail is far closer to the background than to the shape colour (colour tracking ignores it)
+    r = blurred[trail][:, 0].astype(int)
+    assert (r - spec.background[0] < (220 - r)).all()
+    with pytest.raises(ValueError, match="motion_blur"):
+        render_clip(spec, motion_blur=-1)
+
+
 def test_dataset_sample_and_collate(gif_data):
     ds = VideoTextDataset(read_caption_file(gif_data), num_frames=8, size=16, target_fps=24)
     s = ds[1]

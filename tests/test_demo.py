@@ -137,6 +137,20 @@ def test_overwrite(tmp_path):
     assert (other / "keep.txt").read_text() == "mine"
 
 
+def test_measure_ignores_motion_blur_trail():
+    clip = render_clip(ClipSpec("circle", "yellow", "up"), num_frames=8, size=32, motion_blur=3)
+    m = measure_video(clip, "a yellow circle moving up", ["red", "green", "blue", "yellow"])
+    assert m["direction_agreement"] == 1.0 and m["displacement"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_demo_config_rejects_bad_tfaa_mode_and_blur():
+    from tfaa.demo.config import DemoConfigError
+    with pytest.raises(DemoConfigError, match="tfaa_mode"):
+        DemoConfig(tfaa_mode="global").validate()
+    with pytest.raises(DemoConfigError, match="motion_blur"):
+        DemoConfig(motion_blur=-1).validate()
+
+
 def test_measure_on_constructed_videos():
     palette = ["red", "blue"]
     clip = render_clip(ClipSpec("square", "red", "right"), num_frames=6, size=32)

@@ -54,6 +54,35 @@ def check_last_stride(name: str, t: torch.Tensor) -> None:
             f"call {name}.contiguous() first")
 
 
+def check_group_norm_args(x: torch.Tensor, num_groups, weight, bias, eps, prefix: str = "",
+                          channels: str = "C") -> None:
+    """GroupNorm arguments against ``x`` ``(N, C, H, W)``: ``num_groups`` an int >= 1 dividing C,
+    ``weight``/``bias`` None or floating ``(C,)`` on x's device, ``eps`` a finite number > 0.
+    ``prefix`` names the holder in messages (``"norm."`` for a GroupNormSpec), ``channels`` the
+    channel count's name (``"C_in"`` for a conv's input)."""
+    import math
+
+    c = x.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise TypeError(f"{prefix}num_groups must be an int, got {type(num_groups).__name__}")
+    if num_groups < 1 or c % num_groups != 0:
+        raise ValueError(f"{prefix}num_groups must be >= 1 and divide {channels} = x.shape[1] = {c}, "
+                         f"got {num_groups}")
+    for name, t in ((prefix + "weight", weight), (prefix + "bias", bias)):
+        if t is None:
+            continue
+        check_tensor(name, t, 1, f"({channels},)")
+        if t.shape[0] != c:
+            raise ValueError(f"{name} must have shape ({channels},) = ({c},) with {channels} = x.shape[1], "
+                             f"got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"x and {name} must be on the same device, got {x.device} and {t.device}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"{prefix}eps must be a finite number > 0, got {eps!r}")
+
+
 def check_attention_inputs(q, k, v, num_frames: int, mode: str, scale: Optional[float]) -> None:
     """Shape/dtype/device/stride rules of first_adjacent_attention (DESIGN.md §1a)."""
     for n, t in (("q", q), ("k", k), ("v", v)):

@@ -1,7 +1,8 @@
 """Backend registry: which implementations exist, which can run on a device, and which "auto" picks.
 
 Every kernel backend registers its entry points here, ``"<op>_fwd"`` and ``"<op>_bwd"`` for each
-op family (``temporal_attention``, ``spatial_attention``, ``temporal_conv1d``)::
+op family (``temporal_attention``, ``spatial_attention``, ``temporal_conv1d``; ``group_norm_silu``
+registers only ``"group_norm_silu_fwd"``, its backward being the reference's autograd)::
 
     register_impl("temporal_attention_fwd", "triton", fn)
 
@@ -33,6 +34,9 @@ AUTO_PREFERENCE: Dict[str, Tuple[str, ...]] = {
     "temporal_attention": ("cuda", "triton", "torch"),
     "spatial_attention": ("triton", "cuda", "torch"),
     "temporal_conv1d": ("cuda", "triton", "torch"),
+    # forward-only kernel (its backward recomputes through the reference); the public op takes it
+    # under "auto" only when no gradient is needed (tfaa_kernels.ops.group_norm)
+    "group_norm_silu": ("triton", "torch"),
 }
 
 _IMPLS: Dict[Tuple[str, str], Callable] = {}

@@ -21,7 +21,8 @@ import sys
 #: command-line flag -> DemoConfig field (only flags the user gave override the defaults / --quick)
 _SIZE_FLAGS = {"steps_image": int, "steps_video": int, "batch_image": int, "batch_video": int,
                "num_frames": int, "size": int, "sample_steps": int, "samples_per_prompt": int,
-               "guidance_scale": float, "lr_image": float, "lr_video": float}
+               "guidance_scale": float, "lr_image": float, "lr_video": float, "motion_blur": int,
+               "tfaa_mode": str}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -57,24 +57,40 @@ def _mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.ndarray:
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 64) -> np.ndarray:
+def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 64, motion_blur: int = 0) -> np.ndarray:
     """Draw ``spec`` as ``(num_frames, size, size, 3)`` uint8. The shape (radius ``size/8``) travels
-    ``size/2`` pixels along its direction over the clip, centred on the frame centre."""
+    ``size/2`` pixels along its direction over the clip, centred on the frame centre.
+
+    ``motion_blur``: number of faint trailing copies behind the shape (a camera's motion blur),
+    copy ``j = 1..motion_blur`` displaced by ``0.6 * j`` of a frame step against the direction and
+    blended over the background with opacity ``0.35 * (1 - (j - 1) / motion_blur)``. It makes the
+    direction visible in a single frame, as blur does in real video; the trail stays far closer to
+    the background colour than to any shape colour. 0 (default): sharp frames.
+    """
     if spec.direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {tuple(DIRECTIONS)}, got {spec.direction!r}")
     if spec.color not in COLORS:
         raise ValueError(f"color must be one of {tuple(COLORS)}, got {spec.color!r}")
+    if not isinstance(motion_blur, int) or motion_blur < 0:
+        raise ValueError(f"motion_blur must be an integer >= 0, got {motion_blur!r}")
     dy, dx = DIRECTIONS[spec.direction]
     r = size / 8
     travel = size / 2
+    step = travel / max(num_frames - 1, 1)
+    bg = np.array(spec.background, np.float32)
+    fg = np.array(COLORS[spec.color], np.float32)
     out = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for f in range(num_frames):
         t = f / max(num_frames - 1, 1) - 0.5  # -0.5 .. 0.5
         cy, cx = size / 2 + dy * travel * t, size / 2 + dx * travel * t
-        frame = np.empty((size, size, 3), dtype=np.uint8)
-        frame[:] = spec.background
-        frame[_mask(spec.shape, size, cy, cx, r)] = COLORS[spec.color]
-        out[f] = frame
+        frame = np.empty((size, size, 3), dtype=np.float32)
+        frame[:] = bg
+        for j in range(motion_blur, 0, -1):  # farthest (faintest) copy first
+            alpha = 0.35 * (1 - (j - 1) / motion_blur)
+            back = 0.6 * j * step
+            frame[_mask(spec.shape, size, cy - dy * back, cx - dx * back, r)] = (1 - alpha) * bg + alpha * fg
+        frame[_mask(spec.shape, size, cy, cx, r)] = fg
+        out[f] = frame.round().astype(np.uint8)
     return out
 
 

@@ -1,7 +1,7 @@
 """The demo's synthetic captioned video set: every colour x shape x direction combination once.
 
 Frames come from :func:`tfaa.data.synthetic.render_clip` (the shape crosses half the frame along
-its captioned direction). The set is written as GIFs + ``captions.jsonl`` (the layout
+its captioned direction, with ``cfg.motion_blur`` faint trailing copies). The set is written as GIFs + ``captions.jsonl`` (the layout
 :func:`tfaa.data.read_caption_file` reads) and as ``clips.npz`` (uint8 frames + captions) for training.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def make_clip_set(cfg: DemoConfig, out_dir: str, progress: bool = True) -> ClipS
     os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
     frames, lines = [], []
     for i, spec in enumerate(tqdm(specs, desc="synthetic clips", disable=not progress)):
-        clip = render_clip(spec, cfg.num_frames, cfg.size)
+        clip = render_clip(spec, cfg.num_frames, cfg.size, motion_blur=cfg.motion_blur)
         rel = os.path.join("videos", f"{i:06d}.gif")
         save_video(clip.astype(np.float32) / 255.0, os.path.join(out_dir, rel), fps=4.0)
         frames.append(clip)

@@ -98,7 +98,8 @@ def build_video_model(unet2d, cfg: DemoConfig, variant: str) -> VideoUNet:
     """Inflate ``unet2d`` with the temporal blocks of ``variant`` (a key of :data:`VARIANTS`)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
-    return VideoUNet.from_unet2d(unet2d, conv_num_layers=cfg.conv_num_layers, backend="auto", **VARIANTS[variant])
+    return VideoUNet.from_unet2d(unet2d, conv_num_layers=cfg.conv_num_layers, tfaa_mode=cfg.tfaa_mode, backend="auto",
+                                 **VARIANTS[variant])
 
 
 def train_video_model(unet2d, text_encoder, tokenizer, cfg: DemoConfig, clips: ClipSet, variant: str,

@@ -26,17 +26,10 @@ from torch import Tensor
 
 from .. import reference
 from .._autocast import autocast_inputs
-from .._validation import check_dtype, check_num_frames, check_same, check_tensor
+from .._layout import memory_format_of
+from .._validation import check_dtype, check_group_norm_args, check_num_frames, check_same, check_tensor
 from ..backends import get_impl, has_impl, resolve_backend
-
-
-def memory_format_of(x: Tensor) -> torch.memory_format:
-    """channels_last when x is laid out that way (and not also plain contiguous), else NCHW."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+from .group_norm import group_norm_silu
 
 
 def check_conv_inputs(x, weight, bias, num_frames) -> None:
@@ -125,23 +118,7 @@ def check_norm(norm, activation, x: Tensor) -> None:
         return
     if not isinstance(norm, GroupNormSpec):
         raise TypeError(f"norm must be a GroupNormSpec or None, got {type(norm).__name__}")
-    g, c = norm.num_groups, x.shape[1]
-    if isinstance(g, bool) or not isinstance(g, int):
-        raise TypeError(f"norm.num_groups must be an int, got {type(g).__name__}")
-    if g < 1 or c % g != 0:
-        raise ValueError(f"norm.num_groups must be >= 1 and divide C_in = {c}, got {g}")
-    if isinstance(norm.eps, bool) or not isinstance(norm.eps, (int, float)) or not norm.eps > 0:
-        raise ValueError(f"norm.eps must be a number > 0, got {norm.eps!r}")
-    for name, t in (("norm.weight", norm.weight), ("norm.bias", norm.bias)):
-        if t is None:
-            continue
-        check_tensor(name, t, 1, "(C_in,)")
-        if t.shape[0] != c:
-            raise ValueError(f"{name} must have C_in = {c} elements, got {t.shape[0]}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"x and {name} must be on the same device, got {x.device} and {t.device}")
+    check_group_norm_args(x, norm.num_groups, norm.weight, norm.bias, norm.eps, prefix="norm.", channels="C_in")
 
 
 @torch.library.custom_op("tfaa::temporal_conv1d_gn_silu_fwd", mutates_args=())
@@ -213,9 +190,12 @@ def _auto_for_shape(be: str, x: Tensor, weight: Tensor) -> str:
 
 def _fused_backend(backend: str, device: torch.device) -> str:
     """How the GroupNorm/SiLU layer runs: "triton" (the fused kernel), "torch" (the reference), or
-    "composite" — GroupNorm+SiLU in torch, then the conv kernel of ``backend`` ("auto"/"cuda").
-    "auto" takes the composite because it measured faster than the fused kernel in
-    benchmarks/bench_conv.py (forward and, by 3x, forward+backward at S1; RESULTS.md)."""
+    "composite" — :func:`group_norm_silu` (with "auto": the Triton statistics + apply kernels when
+    no gradient is needed, torch's GroupNorm + SiLU with autograd otherwise), then the conv kernel
+    of ``backend`` ("auto"/"cuda"). "auto" takes the composite because, with torch's GroupNorm +
+    SiLU in front, it measured faster than the fused kernel in benchmarks/bench_conv.py (forward
+    and, by 3x, forward+backward at S1; RESULTS.md); the composite's forward with the Triton
+    GroupNorm + SiLU is to be measured (bench_conv.py, "GN+SiLU" rows)."""
     be = resolve_backend(backend, "temporal_conv1d", device)
     if be == "torch":
         return "torch"
@@ -272,7 +252,11 @@ def temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_frame
     gn_b = norm.bias if norm is not None else None
     eps = float(norm.eps) if norm is not None else 1e-5
     if be == "composite":
-        a = reference.group_norm_silu(x, num_groups, gn_w, gn_b, eps, activation)
+        if num_groups is None:  # SiLU alone: one elementwise pass in torch already
+            a = reference.group_norm_silu(x, None, None, None, eps, activation)
+        else:  # inference: Triton GroupNorm statistics + apply; training: torch's autograd path
+            a = group_norm_silu(x, num_groups, gn_w, gn_b, eps, activation,
+                                backend="triton" if backend == "triton" else "auto")
         return temporal_conv1d(a, weight, bias, num_frames, backend)
     check_dtype("x", x, be)
     if be == "torch" or x.numel() == 0 or weight.numel() == 0:

@@ -11,4 +11,5 @@ else:
     AVAILABLE = True
     from . import temporal_attention  # noqa: F401  (registers impls)
     from . import spatial_attention  # noqa: F401  (registers impls)
+    from . import group_norm_silu  # noqa: F401  (registers impls)
     from . import temporal_conv  # noqa: F401  (registers impls)

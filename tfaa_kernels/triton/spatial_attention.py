@@ -35,6 +35,7 @@ import triton.language as tl
 
 from .._alloc import empty
 from ..backends import register_impl, triton_interpret
+from ._host import cdiv, next_power_of_2
 from ._autotune import tunable
 
 
@@ -390,10 +391,10 @@ def head_split(d: int):
     """Column chunks of a head dim d: (BLOCK_D0, BLOCK_D1, HAS_D1). One power-of-two block
     ``max(16, next_pow2(d))`` unless two smaller ones cover d with fewer padded columns:
     40 -> 32+16, 80 -> 64+16, 160 -> 128+32, 96 -> 64+32; 64 -> 64, 24 -> 32, 100 -> 128."""
-    full = max(16, triton.next_power_of_2(d))
+    full = max(16, next_power_of_2(d))
     d0 = max(16, 1 << (d.bit_length() - 1))
     if _SPLIT_HEAD and d - d0 > 0:
-        d1 = max(16, triton.next_power_of_2(d - d0))
+        d1 = max(16, next_power_of_2(d - d0))
         if d0 + d1 < full:
             return d0, d1, True
     return full, 16, False
@@ -421,7 +422,7 @@ def spatial_attention_fwd(q, k, v, num_frames: int, scale: float):
         meta.update(_INTERP_FWD)
 
     def grid(m):
-        return (n * h * triton.cdiv(l, m["BLOCK_M"]),)
+        return (n * h * cdiv(l, m["BLOCK_M"]),)
     _spatial_fwd_kernel[grid](
         q, k, v, out, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -434,9 +435,9 @@ def _delta(out, dout):
     """rowsum(dout * out) per (row, head, token): (B*F, H, L) fp32."""
     n, l, h, d = out.shape
     delta = empty((n, h, l), torch.float32, out.device)
-    block_d = max(16, triton.next_power_of_2(d))
+    block_d = max(16, next_power_of_2(d))
     block_m = max(1, min(64, 8192 // block_d))
-    _delta_kernel[(n * h * triton.cdiv(l, block_m),)](
+    _delta_kernel[(n * h * cdiv(l, block_m),)](
         out, dout, delta, out.stride(0), out.stride(1), out.stride(2),
         dout.stride(0), dout.stride(1), dout.stride(2), l, h,
         D=d, BLOCK_D=block_d, BLOCK_M=block_m)
@@ -453,7 +454,7 @@ def spatial_attention_bwd(dout, q, k, v, out, lse, num_frames: int, scale: float
         meta.update(_INTERP_BWD)
 
     def grid(m):
-        return (2 * n * h * triton.cdiv(l, m["BLOCK_HELD"]),)
+        return (2 * n * h * cdiv(l, m["BLOCK_HELD"]),)
     _spatial_bwd_kernel[grid](
         dout, q, k, v, lse, delta, dq, dk, dv,
         dout.stride(0), dout.stride(1), dout.stride(2), q.stride(0), q.stride(1), q.stride(2),

@@ -24,6 +24,7 @@ import triton.language as tl
 
 from .._alloc import empty
 from ..backends import register_impl, triton_interpret
+from ._host import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -183,9 +184,9 @@ _BWD_WARPS = 4
 def _blocks(l: int, h: int, d: int):
     """BLOCK_D covers the head dim (padded to a power of two, masked); BLOCK_H heads share a tile
     so one tile spans up to 128 channels of a token row; BLOCK_L fills the tile."""
-    block_d = max(16, triton.next_power_of_2(d))
-    block_h = max(1, min(triton.next_power_of_2(h), 128 // block_d))
-    block_l = max(1, min(triton.next_power_of_2(l), _TILE // (block_h * block_d)))
+    block_d = max(16, next_power_of_2(d))
+    block_h = max(1, min(next_power_of_2(h), 128 // block_d))
+    block_l = max(1, min(next_power_of_2(l), _TILE // (block_h * block_d)))
     if triton_interpret():
         block_l = min(block_l, 4)
     return block_l, block_h, block_d
@@ -205,7 +206,7 @@ def temporal_attention_fwd(q, k, v, num_frames: int, scale: float):
     n, l, h, d = q.shape
     out = empty((n, l, h, d), q.dtype, q.device)
     block_l, block_h, block_d = _blocks(l, h, d)
-    grid = (n * triton.cdiv(l, block_l), triton.cdiv(h, block_h))
+    grid = (n * cdiv(l, block_l), cdiv(h, block_h))
     _temporal_fwd_kernel[grid](
         q, k, v, out,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -224,14 +225,14 @@ def temporal_attention_bwd(dout, q, k, v, num_frames: int, scale: float):
     dq, dk, dv = (empty((n, l, h, d), q.dtype, q.device) for _ in range(3))
     block_l, block_h, block_d = _blocks(l, h, d)
     clips = n // num_frames
-    programs = clips * triton.cdiv(l, block_l) * triton.cdiv(h, block_h)
-    n_chunks = max(1, min(num_frames, triton.cdiv(_TARGET_PROGRAMS, programs)))
-    chunk = triton.cdiv(num_frames, n_chunks)
-    n_chunks = triton.cdiv(num_frames, chunk)
+    programs = clips * cdiv(l, block_l) * cdiv(h, block_h)
+    n_chunks = max(1, min(num_frames, cdiv(_TARGET_PROGRAMS, programs)))
+    chunk = cdiv(num_frames, n_chunks)
+    n_chunks = cdiv(num_frames, chunk)
     split = n_chunks > 1
     part = (empty((n_chunks, 2, clips, l, h, d), torch.float32, q.device) if split
             else dq)  # unused placeholder pointer when not split
-    grid = (clips * triton.cdiv(l, block_l), triton.cdiv(h, block_h), n_chunks)
+    grid = (clips * cdiv(l, block_l), cdiv(h, block_h), n_chunks)
     _temporal_bwd_kernel[grid](
         dout, q, k, v, dq, dk, dv, part,
         dout.stride(0), dout.stride(1), dout.stride(2), q.stride(0), q.stride(1), q.stride(2),

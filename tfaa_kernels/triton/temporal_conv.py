@@ -21,9 +21,11 @@ written: y is stored once, in x's memory format.
   the window slides). Programs split the (clip, pixel block) items; their fp32 partials (written
   once each) are summed by the host in a fixed order: deterministic always, so also when
   ``torch.are_deterministic_algorithms_enabled()``. Tile choice and traffic: see ``_dw_blocks``.
-- ``_gn_stats_kernel`` computes per (frame, group) mean and 1/std (two passes, fp32) for the
-  fused prologue; ``_norm_act_apply_kernel`` writes act(GroupNorm(x)) once when C_out is too wide
-  for the prologue to stay fused (see ``_FUSE_MAX_COUT``).
+- The GroupNorm statistics (``_affine``: per (frame, group) mean and 1/std folded into the
+  per-(frame, channel) scale/shift of the prologue, one read of x) and the materialised
+  act(GroupNorm(x)) (``_norm_act``, when C_out is too wide for the prologue to stay fused, see
+  ``_FUSE_MAX_COUT``) live in tfaa_kernels.triton.group_norm_silu, with the ``_prologue``/SiLU
+  device functions and the fast-SiLU fallback (``_launch``) shared by both modules.
 
 All offsets are int64. On the GPU block shapes are autotuned over the dtype's tiles (see
 ``_gemm_configs``; ``TFAA_AUTOTUNE=0`` takes the first that fits, as tfaa_kernels.triton._autotune
@@ -31,8 +33,6 @@ describes); in the interpreter (``TRITON_INTERPRET=1``) one small configuration 
 """
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -42,6 +42,9 @@ import triton.language as tl
 from .._alloc import empty
 from ..backends import register_impl, triton_interpret
 from ._autotune import tunable
+from ._host import cdiv, next_power_of_2
+from ._layout import _pixel_offsets, _pixel_strides, memory_format_of
+from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY"]
 _DW_KEY = ["C_IN", "C_OUT", "HW", "F", "KT", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY", "TAPS",
@@ -67,8 +70,8 @@ def _gemm_prune(configs, named_args, **kwargs):
     """The dtype's tiles (see _gemm_configs), none much larger than the problem."""
     fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
     keep = [c for c in configs if (c.kwargs["BLOCK_CI"] == 32) == fp32]
-    co_cap = max(64, triton.next_power_of_2(int(_arg(named_args, kwargs, "C_OUT"))))
-    p_cap = max(64, triton.next_power_of_2(int(_arg(named_args, kwargs, "HW"))))
+    co_cap = max(64, next_power_of_2(int(_arg(named_args, kwargs, "C_OUT"))))
+    p_cap = max(64, next_power_of_2(int(_arg(named_args, kwargs, "HW"))))
     fit = [c for c in keep if c.kwargs["BLOCK_CO"] <= co_cap and c.kwargs["BLOCK_P"] <= p_cap]
     if _arg(named_args, kwargs, "PROLOGUE") or _arg(named_args, kwargs, "SILU"):
         # the prologue runs once per (output-channel block, tap): one block over all of C_out where
@@ -93,45 +96,11 @@ def _dw_prune(configs, named_args, **kwargs):
 
 
 @triton.jit
-def _pixel_offsets(p, W, s_h, s_w, FLAT: tl.constexpr):
-    """int64 offset of pixel ``p = h*W + w`` inside a frame; FLAT: (H, W) merge into one stride s_w."""
-    p = p.to(tl.int64)
-    if FLAT:
-        return p * s_w
-    return (p // W) * s_h + (p % W) * s_w
-
-
-@triton.jit
 def _mma(a, b, acc, IEEE: tl.constexpr):
     """acc + a @ b: exact fp32 ("ieee") dots for fp32 inputs, tensor-core dots otherwise."""
     if IEEE:
         return tl.dot(a, b, acc, input_precision="ieee")
     return tl.dot(a, b, acc)
-
-
-@triton.jit
-def _silu(a, FAST: tl.constexpr):
-    """a * sigmoid(a) in fp32. FAST (half-precision GEMM inputs on the GPU): sigmoid as
-    0.5 + 0.5 * tanh(a / 2) with one MUFU tanh.approx (rel. error ~2^-11, below bf16/fp16 rounding)
-    instead of exp + an IEEE division."""
-    if FAST:
-        th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [a * 0.5],
-                                       dtype=tl.float32, is_pure=True, pack=1)
-        return a * (0.5 + 0.5 * th)
-    return a * tl.sigmoid(a)
-
-
-@triton.jit
-def _prologue(a, scale_ptr, shift_ptr, n_src, ci, ci_mask, C,
-              PROLOGUE: tl.constexpr, SILU: tl.constexpr, FAST_SILU: tl.constexpr):
-    """a: [BLOCK_P, BLOCK_CI] fp32 tile of frame n_src -> act(a * scale + shift) (fp32)."""
-    if PROLOGUE:
-        sc = tl.load(scale_ptr + n_src * C + ci, mask=ci_mask, other=0.0)
-        sh = tl.load(shift_ptr + n_src * C + ci, mask=ci_mask, other=0.0)
-        a = a * sc[None, :] + sh[None, :]
-    if SILU:
-        a = _silu(a, FAST_SILU)
-    return a
 
 
 @tunable(_gemm_configs(), key=_GEMM_KEY, prune=_gemm_prune)
@@ -362,73 +331,6 @@ def _conv_dw_kernel(
                   sp_s, sp_o, sp_i, sp_t)
 
 
-@triton.jit
-def _gn_stats_kernel(
-    x_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, scale_ptr, shift_ptr, sx_n, sx_c, sx_h, sx_w,
-    HW, W, G, CPG, inv_count, eps,
-    HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr,
-    FLAT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """mean, rstd of x[n, g*CPG:(g+1)*CPG, :, :] in fp32 (two passes), and the GroupNorm folded
-    into scale[n, c] = rstd * gamma[c], shift[n, c] = beta[c] - mean * scale[n, c] (each (N, C)
-    contiguous); program = (n, g)."""
-    pid = tl.program_id(0)
-    n = (pid // G).to(tl.int64)
-    g = pid % G
-    offs_c = g * CPG + tl.arange(0, BLOCK_C)
-    c_mask = tl.arange(0, BLOCK_C) < CPG
-    base = x_ptr + n * sx_n + offs_c.to(tl.int64)[None, :] * sx_c
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for p0 in range(0, HW, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        m = (offs_p < HW)[:, None] & c_mask[None, :]
-        acc += tl.load(base + _pixel_offsets(offs_p, W, sx_h, sx_w, FLAT)[:, None], mask=m,
-                       other=0.0).to(tl.float32)
-    mean = tl.sum(tl.sum(acc, axis=1), axis=0) * inv_count
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for p0 in range(0, HW, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        m = (offs_p < HW)[:, None] & c_mask[None, :]
-        v = tl.load(base + _pixel_offsets(offs_p, W, sx_h, sx_w, FLAT)[:, None], mask=m,
-                    other=0.0).to(tl.float32)
-        d = tl.where(m, v - mean, 0.0)
-        acc += d * d
-    var = tl.sum(tl.sum(acc, axis=1), axis=0) * inv_count
-    rstd = 1.0 / tl.sqrt(var + eps)
-    tl.store(mean_ptr + pid, mean)
-    tl.store(rstd_ptr + pid, rstd)
-    scale = tl.full((BLOCK_C,), 1.0, tl.float32) * rstd
-    if HAS_GAMMA:
-        scale = scale * tl.load(gamma_ptr + offs_c, mask=c_mask, other=0.0).to(tl.float32)
-    shift = -mean * scale
-    if HAS_BETA:
-        shift += tl.load(beta_ptr + offs_c, mask=c_mask, other=0.0).to(tl.float32)
-    c_total = G * CPG
-    tl.store(scale_ptr + n * c_total + offs_c, scale, mask=c_mask)
-    tl.store(shift_ptr + n * c_total + offs_c, shift, mask=c_mask)
-
-
-@triton.jit
-def _norm_act_apply_kernel(
-    x_ptr, a_ptr, scale_ptr, shift_ptr, sx_n, sx_c, sx_h, sx_w, sa_n, sa_c, sa_h, sa_w, C, HW, W,
-    FLAT_X: tl.constexpr, FLAT_A: tl.constexpr,
-    PROLOGUE: tl.constexpr, SILU: tl.constexpr, FAST_SILU: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """a[n, c, p] = act(x[n, c, p] * scale[n, c] + shift[n, c]) in a's dtype (the GEMM operand's
-    rounding, as the fused prologue does). Program = (n, channel block, pixel block)."""
-    n = tl.program_id(0).to(tl.int64)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c_mask = offs_c < C
-    m = (offs_p < HW)[:, None] & c_mask[None, :]
-    v = tl.load(x_ptr + n * sx_n + _pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)[:, None]
-                + offs_c.to(tl.int64)[None, :] * sx_c, mask=m, other=0.0).to(tl.float32)
-    v = _prologue(v, scale_ptr, shift_ptr, n, offs_c, c_mask, C, PROLOGUE, SILU, FAST_SILU)
-    tl.store(a_ptr + n * sa_n + _pixel_offsets(offs_p, W, sa_h, sa_w, FLAT_A)[:, None]
-             + offs_c.to(tl.int64)[None, :] * sa_c, v.to(a_ptr.dtype.element_ty), mask=m)
-
-
 # ----------------------------------------------------------------------------------- host side
 _INTERP_GEMM = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16}
 
@@ -437,59 +339,9 @@ def _dtype_key(t: torch.Tensor) -> int:
     return {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[t.dtype]
 
 
-_FAST_SILU_FAILED = False
-
-
-def _fast_silu(t: torch.Tensor) -> bool:
-    """Approximate (MUFU tanh) SiLU for half-precision inputs on the GPU; exact in fp32 and in the
-    interpreter (TFAA_EXACT_SILU=1 forces exact everywhere)."""
-    return (t.dtype in (torch.float16, torch.bfloat16) and not triton_interpret() and not _FAST_SILU_FAILED
-            and os.environ.get("TFAA_EXACT_SILU", "0") != "1")
-
-
-def _act_flags(x: torch.Tensor, prologue: bool, silu: bool) -> dict:
-    """constexpr flags of the x-tile prologue."""
-    return dict(PROLOGUE=prologue, SILU=silu, TRANSFORM=prologue or silu, FAST_SILU=silu and _fast_silu(x))
-
-
-def _launch(kernel, grid, args, flags) -> None:
-    """Launch ``kernel``; if the inline-PTX fast SiLU fails to compile on this GPU/toolchain, warn
-    once and use the exact SiLU from then on."""
-    global _FAST_SILU_FAILED
-    try:
-        kernel[grid](*args, **flags)
-    except Exception as exc:  # noqa: BLE001 - only the FAST_SILU variant is retried
-        if not flags.get("FAST_SILU"):
-            raise
-        _FAST_SILU_FAILED = True
-        warnings.warn(f"tfaa temporal_conv1d: fast SiLU (tanh.approx) failed ({type(exc).__name__}: {exc}); "
-                      "using the exact SiLU")
-        kernel[grid](*args, **dict(flags, FAST_SILU=False))
-
-
 def _ieee(t: torch.Tensor) -> bool:
     """fp32 dots are exact (IEEE) unless torch allows TF32 matmuls."""
     return t.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
-
-
-def memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    """channels_last when x is laid out that way (and not also plain contiguous), else NCHW."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _pixel_strides(t: torch.Tensor) -> Tuple[int, int, bool]:
-    """(s_h, s_w, flat) of a (N, C, H, W) tensor; flat when pixel p = h*W + w has offset p*s_w."""
-    _, _, h, w = t.shape
-    s_h, s_w = t.stride(2), t.stride(3)
-    if w == 1:
-        return s_h, s_h, True
-    if h == 1 or s_h == w * s_w:
-        return s_h, s_w, True
-    return s_h, s_w, False
 
 
 def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], num_frames: int,
@@ -511,7 +363,7 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     meta = dict(_INTERP_GEMM) if triton_interpret() else {}
 
     def grid(m):
-        return (triton.cdiv(c_out, m["BLOCK_CO"]) * triton.cdiv(h * w, m["BLOCK_P"]) * n,)
+        return (cdiv(c_out, m["BLOCK_CO"]) * cdiv(h * w, m["BLOCK_P"]) * n,)
 
     _launch(_conv_gemm_kernel, grid, (
         x, wpack, bias if bias is not None else dummy, y,
@@ -546,8 +398,8 @@ def _dw_blocks(c_out: int, c_in: int, kt: int, dtype: torch.dtype) -> Tuple[int,
     tiles (C = 320 = 5 x 64, no waste), 128-wide output-channel tiles while the K accumulators fit
     the budget (else 64), fp32 (CUDA-core dots) 32 x 64 x 32. TAPS: the taps one program
     accumulates, K split into the fewest groups of at most _DW_MAX_TAPS."""
-    groups = triton.cdiv(kt, _DW_MAX_TAPS)
-    taps = triton.cdiv(kt, groups)
+    groups = cdiv(kt, _DW_MAX_TAPS)
+    taps = cdiv(kt, groups)
     if triton_interpret():
         return _INTERP_DW["BLOCK_P"], _INTERP_DW["BLOCK_CO"], _INTERP_DW["BLOCK_CI"], taps
     if dtype == torch.float32:
@@ -563,10 +415,10 @@ def _dw_split(items: int, tiles: int, sms: int, item_s: float, part_bytes: int) 
     summing the fp32 partials (part_bytes per split, ~2.5 TB/s)."""
     best, best_cost = 1, None
     for split in range(1, min(items, 8 * sms) + 1):
-        per = triton.cdiv(items, split)
-        if triton.cdiv(items, per) != split:
+        per = cdiv(items, split)
+        if cdiv(items, per) != split:
             continue  # same per-program work as a smaller split
-        cost = triton.cdiv(tiles * split, sms) * per * item_s + split * part_bytes * 2 / 2.5e12
+        cost = cdiv(tiles * split, sms) * per * item_s + split * part_bytes * 2 / 2.5e12
         if best_cost is None or cost < best_cost:
             best, best_cost = split, cost
     return best
@@ -581,9 +433,9 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
     c_out = dy.shape[1]
     hw = h * w
     bp, bco, bci, taps = _dw_blocks(c_out, c_in, kt, x.dtype)
-    groups = triton.cdiv(kt, taps)
-    tiles = triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci) * groups
-    items = (n // num_frames) * triton.cdiv(hw, bp)
+    groups = cdiv(kt, taps)
+    tiles = cdiv(c_out, bco) * cdiv(c_in, bci) * groups
+    items = (n // num_frames) * cdiv(hw, bp)
     if triton_interpret():
         split = min(2, max(1, items))
     else:
@@ -593,7 +445,7 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
         rate = 0.4e12 if x.dtype == torch.float32 else 4e12
         item_s = 2.0 * bco * bci * bp * taps * num_frames / rate
         split = _dw_split(items, tiles, sms, item_s, c_out * c_in * kt * 4)
-    per = triton.cdiv(items, split)
+    per = cdiv(items, split)
     part = torch.empty((split, c_out, c_in, kt), dtype=torch.float32, device=x.device)
     sd_h, sd_w, flat_d = _pixel_strides(dy)
     sx_h, sx_w, flat_x = _pixel_strides(x)
@@ -602,7 +454,7 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
     if triton_interpret():
         meta["RING"] = _INTERP_DW["RING"]
 
-    grid = (triton.cdiv(c_out, bco) * triton.cdiv(c_in, bci), groups, split)
+    grid = (cdiv(c_out, bco) * cdiv(c_in, bci), groups, split)
     _launch(_conv_dw_kernel, grid, (
         dy, x, scale if prologue else x, shift if prologue else x, part,
         dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
@@ -611,27 +463,6 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
         dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
              IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta))
     return part[0] if split == 1 else part.sum(0)
-
-
-def _affine(x, num_groups, gn_weight, gn_bias, eps):
-    """GroupNorm of x (N, C, H, W) folded into per-(frame, channel) scale/shift (N, C) fp32, plus
-    mean, rstd (N, G) fp32: one stats kernel, two reads of x."""
-    n, c, h, w = x.shape
-    cpg = c // num_groups
-    mean = torch.empty((n, num_groups), dtype=torch.float32, device=x.device)
-    rstd = torch.empty_like(mean)
-    scale = torch.empty((n, c), dtype=torch.float32, device=x.device)
-    shift = torch.empty_like(scale)
-    s_h, s_w, flat = _pixel_strides(x)
-    block_c = triton.next_power_of_2(cpg)
-    block_p = max(1, min(triton.next_power_of_2(h * w), (16 if triton_interpret() else 4096) // block_c))
-    _gn_stats_kernel[(n * num_groups,)](
-        x, gn_weight if gn_weight is not None else x, gn_bias if gn_bias is not None else x,
-        mean, rstd, scale, shift, x.stride(0), x.stride(1), s_h, s_w,
-        h * w, w, num_groups, cpg, 1.0 / (cpg * h * w), float(eps),
-        HAS_GAMMA=gn_weight is not None, HAS_BETA=gn_bias is not None,
-        FLAT=flat, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
-    return scale, shift, mean, rstd
 
 
 def _fwd_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -667,33 +498,12 @@ def temporal_conv1d_bwd(dy, x, weight, num_frames: int, need_bias_grad: bool):
 # 9, measured 0.467 ms against 0.195 for the plain GEMM; the prologue's MUFU/FMA work serialises
 # with the tensor cores). Up to _FUSE_MAX_COUT output channels one block covers C_out (K
 # transforms an element) and the prologue stays fused; above it act(GroupNorm(x)) is written once
-# by _norm_act_apply_kernel (one read + one write of x: 168 MB at S1, ~0.06 ms at 3 TB/s) and the
-# plain GEMM reads it: S1 predicted stats (~0.04) + apply (~0.06) + GEMM (0.195) ~ 0.30 ms.
+# by group_norm_silu._norm_act (one read + one write of x: 168 MB at S1, ~0.06 ms at 3 TB/s) and the
+# plain GEMM reads it. The earlier two-pass statistics and 3-D-grid apply measured 86 us and
+# ~0.27 ms together at S1 on an H100; the one-read statistics and flat apply that replaced them
+# measured 35 + 59 us there (NCHW, GPU time of CUDA-graph replays; floor 3 x 84 MB ~ 0.084 ms at
+# 3.0 TB/s), so S1 stats + apply + GEMM (0.195) ~ 0.29 ms is predicted for this path (to be measured).
 _FUSE_MAX_COUT = 128
-
-
-def _norm_act(x, scale, shift, silu):
-    """act(x * scale + shift) (scale/shift (N, C) fp32 or None) materialised in x's dtype and
-    memory format."""
-    n, c, h, w = x.shape
-    a = empty((n, c, h, w), x.dtype, x.device, memory_format=memory_format_of(x))
-    sx_h, sx_w, flat_x = _pixel_strides(x)
-    sa_h, sa_w, flat_a = _pixel_strides(a)
-    prologue = scale is not None
-    if triton_interpret():
-        bp, bc, warps = 16, 16, 4
-    elif memory_format_of(a) == torch.channels_last:
-        bp, bc, warps = 32, 64, 4  # channels contiguous
-    else:
-        bp, bc, warps = 256, 8, 4  # pixels contiguous
-    grid = (n, triton.cdiv(c, bc), triton.cdiv(h * w, bp))
-    flags = _act_flags(x, prologue, silu)
-    del flags["TRANSFORM"]
-    _launch(_norm_act_apply_kernel, grid, (
-        x, a, scale if prologue else x, shift if prologue else x,
-        x.stride(0), x.stride(1), sx_h, sx_w, a.stride(0), a.stride(1), sa_h, sa_w, c, h * w, w),
-        dict(FLAT_X=flat_x, FLAT_A=flat_a, **flags, BLOCK_P=bp, BLOCK_C=bc, num_warps=warps))
-    return a
 
 
 def temporal_conv1d_gn_silu_fwd(x, weight, bias, gn_weight, gn_bias, num_frames: int,
