@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from .._alloc import empty
+from .._layout import memory_format_of
 from ..backends import register_impl
-from ..ops.conv import memory_format_of
 from . import build
 
 
