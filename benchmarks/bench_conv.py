@@ -229,13 +229,9 @@ def run(shapes, dtype, device):
                     torch.cuda.empty_cache()
                     t_f = t_fb = g_f = g_fb = None
                 fl = (2.0 * inp.a.shape[0] * inp.a.shape[1] * c) if name.startswith("cuBLAS") else flops
-                if section == "GN+SiLU":
-                    fl = None
                 row = {"shape": sname, "section": section, "name": name, "fwd": t_f, "fwd+bwd": t_fb,
-                       "g_fwd": g_f, "g_fwd+bwd": g_fb,
-                       "dtype": str(dtype).replace("torch.", ""),
-                       "TFLOP/s": fl / (t_f * 1e-3) / 1e12 if t_f and fl else None,
-                       "fb TFLOP/s": 3 * fl / (t_fb * 1e-3) / 1e12 if t_fb and fl else None,
+                       "g_fwd": g_f, "g_fwd+bwd": g_fb, "dtype": str(dtype).replace("torch.", ""),
+                       "gflop": None if section == "GN+SiLU" else fl / 1e9,  # forward; fwd+bwd = 3x
                        "floor": floor, "err": errs[section]}
                 rows.append(row)
                 shown = {k: v for k, v in row.items() if k not in ("section", "shape", "dtype")}
@@ -269,7 +265,7 @@ def render(bw, rows) -> str:
                 continue
             tf = r["g_fwd"] or r["fwd"]
             tfb = r["g_fwd+bwd"] or r["fwd+bwd"]
-            fl = r["TFLOP/s"] * r["fwd"] if r["TFLOP/s"] else None  # TFLOP/s x ms = GFLOP
+            fl = r["gflop"]  # GFLOP / ms = TFLOP/s
             body.append([r["shape"], r["name"], fmt(r["fwd"]), fmt(r["fwd+bwd"]), fmt(r["g_fwd"]), fmt(r["g_fwd+bwd"]),
                          fmt(fl / tf, 0) if fl and tf else "—",
                          fmt(r["floor"] / tf, 2) if r["floor"] and tf else "—",

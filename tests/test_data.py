@@ -11,7 +11,7 @@ from tfaa.data import (ClipTooShortError, LatentDataset, VideoReadError, VideoTe
                        camel_case_to_caption, collate_video_text, encode_pixels, frames_to_tensor,
                        make_synthetic_dataset, msrvtt_records, read_caption_file, read_frames, render_clip,
                        sample_frame_indices, ucf101_records)
-from tfaa.data.synthetic import ClipSpec
+from tfaa.data.synthetic import COLORS, ClipSpec
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_motion_blur_trails_behind_and_keeps_the_shape():
     assert xs.mean() < cols_shape.mean() and set(ys) <= set(shape[3].nonzero()[0])  # behind, same rows
     # the trail is far closer to the background than to the shape colour (colour tracking ignores it)
     r = blurred[trail][:, 0].astype(int)
-    assert (r - spec.background[0] < (220 - r)).all()
+    assert (r - spec.background[0] < COLORS["red"][0] - r).all()
     with pytest.raises(ValueError, match="motion_blur"):
         render_clip(spec, motion_blur=-1)
 
