@@ -2,7 +2,9 @@
 # One call on a GPU machine: install carried wheels, build the CUDA extension, run the GPU tests and
 # the benchmarks, update benchmarks/RESULTS.md, print a short summary last.
 #   bash scripts/gpu_check.sh [tests] [attention] [conv] [train] [sampling] [sweeps]   (default: all but sweeps)
-# Logs go to $OUT (or ./out) as gpu_check.log; RESULTS.md is copied there too.
+# Logs go to $OUT (or ./out) as gpu_check.log; RESULTS.md is copied there too, and the freshly built
+# extension to $OUT/so/: carry it to the next call (at tfaa_kernels/) with TFAA_REUSE_SO=1 to skip
+# the ~80 s build when the CUDA sources did not change.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT"
@@ -25,7 +27,12 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee -a "$LOG"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)" | tee -a "$LOG"
-if [ -f scripts/gpu_cuda_build.sh ]; then step cuda-build bash scripts/gpu_cuda_build.sh; fi
+if [ "${TFAA_REUSE_SO:-0}" = 1 ] && ls tfaa_kernels/_C*.so >/dev/null 2>&1; then
+  echo "=== cuda-build: reusing $(ls tfaa_kernels/_C*.so) (TFAA_REUSE_SO=1: carried from an earlier call of this session)" | tee -a "$LOG"
+elif [ -f scripts/gpu_cuda_build.sh ]; then
+  step cuda-build bash scripts/gpu_cuda_build.sh
+  mkdir -p "$OUT/so" && cp tfaa_kernels/_C*.so "$OUT/so/" 2>/dev/null
+fi
 for p in $parts; do
   case $p in
     tests)     step gpu-tests env TFAA_AUTOTUNE=0 python3 -m pytest -q -m gpu ${GPU_TESTS:-tests} -p no:cacheprovider --durations=12 ;;

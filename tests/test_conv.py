@@ -202,7 +202,8 @@ def test_fused_cpu_fp32_norm_params_with_module(backend):
 
 
 def _dw_against_reference(backend, layout, num_frames, kk, fused, clips=2, c_in=20, c_out=18, h=5, w=7):
-    """dweight of the backward entry point against the float64 reference (dx too)."""
+    """dweight and dbias (fused into the weight-gradient kernel) of the backward entry point against
+    the float64 reference (dx too)."""
     x, wt, _ = (t.detach() for t in make_inputs(clips * num_frames, c_in, c_out, h, w, kk, layout=layout))
     dy = torch.randn(clips * num_frames, c_out, h, w)
     if layout == "channels_last":
@@ -212,15 +213,17 @@ def _dw_against_reference(backend, layout, num_frames, kk, fused, clips=2, c_in=
         gw, gb = 1 + 0.3 * torch.randn(c_in), 0.3 * torch.randn(c_in)
         x.mul_(2.0).add_(0.7)
         xd = x.double().requires_grad_(True)
-        dx, dw, _, _, _ = torch.ops.tfaa.temporal_conv1d_gn_silu_bwd(dy, x, wt, gw, gb, num_frames, 4, 1e-5, True,
-                                                                      False, backend)
+        dx, dw, db, _, _ = torch.ops.tfaa.temporal_conv1d_gn_silu_bwd(dy, x, wt, gw, gb, num_frames, 4, 1e-5, True,
+                                                                       True, backend)
         ref = reference.group_norm_silu_temporal_conv1d(xd, wd, None, num_frames, 4, gw.double(), gb.double())
     else:
-        dx, dw, _ = torch.ops.tfaa.temporal_conv1d_bwd(dy, x, wt, num_frames, False, backend)
+        dx, dw, db = torch.ops.tfaa.temporal_conv1d_bwd(dy, x, wt, num_frames, True, backend)
         ref = reference.temporal_conv1d(xd, wd, None, num_frames)
     gx, gw_ = torch.autograd.grad(ref, [xd, wd], dy.double())
     assert_close(dw, gw_, 1e-5, f"dw F={num_frames} K={kk} fused={fused}")
     assert_close(dx, gx, 1e-5, f"dx F={num_frames} K={kk} fused={fused}")
+    assert db.dtype == wt.dtype
+    assert_close(db, dy.double().sum((0, 2, 3)), 1e-5, f"db F={num_frames} K={kk} fused={fused}")
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
@@ -256,6 +259,27 @@ def test_dw_ring_fused_cpu(backend, layout, num_frames, kk, poison, monkeypatch)
     from tfaa_kernels.triton import temporal_conv as tc
     monkeypatch.setitem(tc._INTERP_DW, "RING", 1)
     _dw_against_reference(backend, layout, num_frames, kk, fused=True)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("fused", [False, True])
+def test_bias_grad_flag_cpu(backend, fused, poison):
+    """need_bias_grad=False: dbias is zeros (C_out,) in weight's dtype and dweight is bitwise the
+    same as with the bias gradient fused into the weight-gradient kernel."""
+    x, wt, _ = (t.detach() for t in make_inputs(6, 20, 18, 5, 7, 3))
+    dy = torch.randn(6, 18, 5, 7)
+    gw, gb = torch.randn(20), torch.randn(20)
+    out = {}
+    for need in (False, True):
+        if fused:
+            out[need] = torch.ops.tfaa.temporal_conv1d_gn_silu_bwd(dy, x, wt, gw, gb, 3, 4, 1e-5, True, need,
+                                                                   backend)[:3]
+        else:
+            out[need] = torch.ops.tfaa.temporal_conv1d_bwd(dy, x, wt, 3, need, backend)
+    (dx0, dw0, db0), (dx1, dw1, db1) = out[False], out[True]
+    assert db0.shape == (18,) and db0.dtype == wt.dtype and not db0.any()
+    assert torch.equal(dw0, dw1) and torch.equal(dx0, dx1)
+    assert_close(db1, dy.double().sum((0, 2, 3)), 1e-5, "db")
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)

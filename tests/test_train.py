@@ -130,6 +130,38 @@ def test_loss_decreases_and_only_temporal_parameters_change():
     assert all(p.requires_grad is False for p in comps["text_encoder"].parameters())
 
 
+class _RecordTimesteps(torch.nn.Module):
+    """A stand-in UNet that records the timesteps it is called with and predicts zeros."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, zt, t, text_emb, num_frames, return_dict=False):
+        self.seen.append(t.clone())
+        return (torch.zeros_like(zt),)
+
+
+def test_diffusion_loss_timestep_range():
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    unet = _RecordTimesteps()
+    latents, text = torch.randn(64, 2, 4, 2, 2), torch.randn(64, 3, 8)
+    diffusion_loss(unet, latents, text, sched, torch.Generator().manual_seed(0), timestep_range=(600, 1000))
+    t = unet.seen[-1]
+    assert t.min() >= 600 and t.max() <= 999 and t.unique().numel() > 10
+    assert torch.equal(t.view(64, 2)[:, 0], t.view(64, 2)[:, 1])  # one timestep per video
+    # no range: the whole schedule, the same draws as before the parameter existed
+    diffusion_loss(unet, latents, text, sched, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    torch.randn(latents.flatten(0, 1).shape, generator=g)
+    assert torch.equal(unet.seen[-1].view(64, 2)[:, 0], torch.randint(0, 1000, (64,), generator=g))
+    for bad in ((600, 600), (-1, 10), (0, 1001)):
+        with pytest.raises(ValueError, match="timestep_range"):
+            diffusion_loss(unet, latents, text, sched, torch.Generator(), timestep_range=bad)
+
+
 def test_ddpm_schedule_is_sd():
     from tfaa.train import sd_ddpm_scheduler
 

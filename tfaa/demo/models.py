@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .config import DemoConfig
+from .config import NUM_TRAIN_TIMESTEPS, DemoConfig
 
 __all__ = ["PACK", "pack_pixels", "unpack_pixels", "build_unet", "build_tokenizer", "build_text_encoder",
            "noise_scheduler", "sampling_scheduler", "save_image_model", "load_image_model", "TEXT_DIM",
@@ -71,7 +71,7 @@ def build_text_encoder(tokenizer, seed: int):
     return CLIPTextModel(config)
 
 
-_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+_SCHEDULE = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
                  clip_sample=False)
 
 

@@ -105,7 +105,8 @@ def build_video_model(unet2d, cfg: DemoConfig, variant: str) -> VideoUNet:
 def train_video_model(unet2d, text_encoder, tokenizer, cfg: DemoConfig, clips: ClipSet, variant: str,
                       device: torch.device, progress: bool = True) -> Tuple[VideoUNet, List[float]]:
     """Inflate ``unet2d`` (``variant``'s temporal blocks) and train the temporal blocks on whole clips
-    with the image weights frozen. Every variant sees the same batches, noise and timesteps.
+    with the image weights frozen, at timesteps ``>= cfg.video_min_timestep``. Every variant sees the
+    same batches, noise and timesteps.
     Returns ``(video_unet in eval mode, losses)``."""
     torch.manual_seed(cfg.seed + 2)
     video = build_video_model(unet2d, cfg, variant).to(device).freeze_spatial().train()
@@ -123,6 +124,7 @@ def train_video_model(unet2d, text_encoder, tokenizer, cfg: DemoConfig, clips: C
         idx = rng.integers(0, latents.shape[0], cfg.batch_video)
         drop = torch.from_numpy(rng.random(len(idx)) < cfg.caption_dropout).to(device)
         emb = torch.where(drop[:, None, None], uncond.expand(len(idx), -1, -1), cond[idx])
-        loss = diffusion_loss(video, latents[idx], emb, sched, gen)
+        loss = diffusion_loss(video, latents[idx], emb, sched, gen,
+                              timestep_range=(cfg.video_min_timestep, sched.config.num_train_timesteps))
         losses.append(_optimizer_step(loss, params, opt, lr_sched))
     return video.eval(), losses

@@ -21,6 +21,10 @@ written: y is stored once, in x's memory format.
   the window slides). Programs split the (clip, pixel block) items; their fp32 partials (written
   once each) are summed by the host in a fixed order: deterministic always, so also when
   ``torch.are_deterministic_algorithms_enabled()``. Tile choice and traffic: see ``_dw_blocks``.
+  The bias gradient ``dbias[co] = sum_{n, p} dy_n[co, p]`` is fused into it (``BIAS_GRAD``): the
+  row sums of the dy tiles the programs load anyway, one fp32 partial per split (stored by the
+  programs of input-channel tile 0 and tap group 0), summed by the host in the same fixed order.
+  It replaces a separate torch reduction that re-read all of dy (84 MB, ~73 us at S1 on an H100).
 - The GroupNorm statistics (``_affine``: per (frame, group) mean and 1/std folded into the
   per-(frame, channel) scale/shift of the prologue, one read of x) and the materialised
   act(GroupNorm(x)) (``_norm_act``, when C_out is too wide for the prologue to stay fused, see
@@ -48,7 +52,7 @@ from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY"]
 _DW_KEY = ["C_IN", "C_OUT", "HW", "F", "KT", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY", "TAPS",
-           "BLOCK_P", "BLOCK_CO", "BLOCK_CI"]
+           "BIAS_GRAD", "BLOCK_P", "BLOCK_CO", "BLOCK_CI"]
 
 
 def _gemm_configs():
@@ -198,16 +202,18 @@ def _dw_store(part_ptr, acc, t, KT, s, offs_co, offs_ci, co_mask, ci_mask, sp_s,
 @tunable(_dw_configs(), key=_DW_KEY, prune=_dw_prune)
 @triton.jit
 def _conv_dw_kernel(
-    dy_ptr, x_ptr, scale_ptr, shift_ptr, part_ptr,
-    sd_n, sd_c, sd_h, sd_w, sx_n, sx_c, sx_h, sx_w, sp_s, sp_o, sp_i, sp_t,
+    dy_ptr, x_ptr, scale_ptr, shift_ptr, part_ptr, bpart_ptr,
+    sd_n, sd_c, sd_h, sd_w, sx_n, sx_c, sx_h, sx_w, sp_s, sp_o, sp_i, sp_t, sb_s,
     C_IN, C_OUT, HW, W, F, KT, N_ITEMS, PER_SPLIT,
     FLAT_DY: tl.constexpr, FLAT_X: tl.constexpr,
     PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
     IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr, TAPS: tl.constexpr, RING: tl.constexpr,
+    BIAS_GRAD: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     """part[s, co, ci, t] = sum over split s of dy[n, co, p] * act(x[n + t - KT//2, ci, p]) for the
-    TAPS taps t0 .. t0+TAPS-1 of this program's tap group, all accumulated by one program.
+    TAPS taps t0 .. t0+TAPS-1 of this program's tap group, all accumulated by one program; with
+    BIAS_GRAD also bpart[s, co] = sum over split s of dy[n, co, p] (the bias gradient's partials).
 
     Grid: (channel tiles, tap groups, splits). A split is a range of PER_SPLIT items = (clip, pixel
     block); for each item the program walks the clip's frames in order, loads the dy tile of frame
@@ -215,7 +221,15 @@ def _conv_dw_kernel(
     are kept in registers as the window slides (x_m is loaded, and transformed by the prologue, once
     per walk; the walk starts TAPS-1 frames early with a zero dy to fill the window); without it each
     tap reloads its tile (the repeats hit L2). Accumulators are named by recency d (tap
-    t0 + TAPS-1-d uses the x frame loaded d steps ago) so that TAPS stays a constexpr up to 5."""
+    t0 + TAPS-1-d uses the x frame loaded d steps ago) so that TAPS stays a constexpr up to 5.
+
+    Bias gradient (BIAS_GRAD): every program loads each dy tile of its C_out tile in its split's
+    items exactly once (a zero tile in the RING warm-up), so the row sums of those tiles are that
+    split's bias-gradient partial. They are accumulated as one more dot, ``dy @ ones`` into a
+    (BLOCK_CO, 16) fp32 tile (every column the row sum; column 0 is stored), not with ``tl.sum``: a
+    cross-warp reduction inside this pipelined tensor-core loop corrupted dW on the H100 (wrong and
+    run-to-run different at 16 frames x 320 channels, GPU session 3), the dot stays on the path the
+    loop already uses. The programs of C_in tile 0 and tap group 0 store it in bpart[s, C_out tile]."""
     pid = tl.program_id(0)
     grp = tl.program_id(1)
     s = tl.program_id(2)
@@ -254,6 +268,10 @@ def _conv_dw_kernel(
     acc2 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
     acc3 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
     acc4 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    # bias gradient: dy @ ones on the tensor cores, every column of bacc is the row sum of dy
+    bacc = tl.zeros((BLOCK_CO, 16), dtype=tl.float32)
+    ones = tl.full((BLOCK_P, 16), 1.0, dtype=dy_ptr.dtype.element_ty)
+    bias_prog = (ci_blk == 0) & (grp == 0)  # the programs that store the bias-gradient partial
     r1 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
     r2 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
     r3 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
@@ -271,6 +289,8 @@ def _conv_dw_kernel(
             d_ptrs = (dy_ptr + (clip0 + n_f) * sd_n + d_tile
                       + _pixel_offsets(p0 + offs_pb, W, sd_h, sd_w, False)[None, :])
         dy = tl.load(d_ptrs, mask=(co_mask[:, None] & p_mask[None, :]) & (n_f >= 0), other=0.0)
+        if BIAS_GRAD:  # masked elements (warm-up steps n_f < 0, rows past C_out, pixels past HW) are 0
+            bacc = _mma(dy, ones, bacc, IEEE)
         a0 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f, F, p0, x_tile, offs_pb, offs_ci, ci_mask,
                       HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM, FAST_SILU)
         acc0 = _mma(dy, a0, acc0, IEEE)
@@ -329,6 +349,9 @@ def _conv_dw_kernel(
     if TAPS >= 5:
         _dw_store(part_ptr, acc4, t0 + TAPS - 5, KT, s, offs_co, offs_ci, co_mask, ci_mask,
                   sp_s, sp_o, sp_i, sp_t)
+    if BIAS_GRAD:
+        bsum = tl.sum(tl.where((tl.arange(0, 16) == 0)[None, :], bacc, 0.0), axis=1)  # column 0, exact
+        tl.store(bpart_ptr + s.to(tl.int64) * sb_s + offs_co, bsum, mask=co_mask & bias_prog)
 
 
 # ----------------------------------------------------------------------------------- host side
@@ -386,8 +409,12 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
 # 384/320 = 1.2 (the old 128 x 128 tiles: 1.44); traffic 5 * 84 + 3 * 3 * 84 = 1.18 GB (RING: 0.67 GB)
 # vs 9 * 84 * 2 = 1.5 GB; DRAM ~170 MB when the programs of one split share L2 (they run together:
 # channel tiles vary fastest in the grid). Predicted S1 dW: ~96 GFLOP at ~450-550 TFLOP/s and
-# ~1.2 GB at ~6 TB/s from L2 -> ~0.2-0.25 ms; with dx (= forward GEMM, 0.195 ms), dbias (0.03 ms)
-# and the partial sum: S1 backward ~0.45-0.5 ms, forward+backward ~0.65-0.7 ms (was 1.62).
+# ~1.2 GB at ~6 TB/s from L2 -> ~0.2-0.25 ms; with dx (= forward GEMM, 0.195 ms) and the partial
+# sum: S1 backward ~0.45-0.5 ms, forward+backward ~0.65-0.7 ms (was 1.62).
+# dbias is fused into these programs (BIAS_GRAD): no separate pass over dy (the torch reduction it
+# replaces cost ~73 us at S1 on an H100). Inside the kernel it is one (BLOCK_CO x BLOCK_P) @
+# (BLOCK_P x 16) dot per dy tile, 16/(TAPS * BLOCK_CI) = 8% more tensor-core work at S1, in every
+# program (a uniform branch around it gets if-converted), and a (split, C_out) fp32 partial.
 _DW_ACC_BUDGET = 3 * 128 * 64   # fp32 accumulator elements a program may hold (all taps)
 _DW_MAX_TAPS = 5                # taps one program can accumulate (acc0..acc4 in the kernel)
 _INTERP_DW = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16, "RING": 0}
@@ -426,9 +453,12 @@ def _dw_split(items: int, tiles: int, sms: int, item_s: float, part_bytes: int) 
 
 def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
                  scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
-                 silu: bool = False) -> torch.Tensor:
-    """dW (C_out, C_in, K) in fp32: split-K partials over (clip, pixel block) items, each program
-    accumulating all the taps of its group, summed over the splits in a fixed order."""
+                 silu: bool = False, bias_grad: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(dW (C_out, C_in, K), dbias (C_out,) or None without ``bias_grad``), both fp32: split-K
+    partials over (clip, pixel block) items, each program accumulating all the taps of its group,
+    and (bias_grad) the row sums of the dy tiles the programs load anyway (bpart (split, C_out),
+    written by the C_in-tile-0 / tap-group-0 programs); both summed over the splits in a fixed
+    order (deterministic)."""
     n, c_in, h, w = x.shape
     c_out = dy.shape[1]
     hw = h * w
@@ -447,6 +477,7 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
         split = _dw_split(items, tiles, sms, item_s, c_out * c_in * kt * 4)
     per = cdiv(items, split)
     part = torch.empty((split, c_out, c_in, kt), dtype=torch.float32, device=x.device)
+    bpart = empty((split, c_out), torch.float32, x.device) if bias_grad else part  # part: not written
     sd_h, sd_w, flat_d = _pixel_strides(dy)
     sx_h, sx_w, flat_x = _pixel_strides(x)
     prologue = scale is not None
@@ -456,13 +487,16 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
 
     grid = (cdiv(c_out, bco) * cdiv(c_in, bci), groups, split)
     _launch(_conv_dw_kernel, grid, (
-        dy, x, scale if prologue else x, shift if prologue else x, part,
+        dy, x, scale if prologue else x, shift if prologue else x, part, bpart,
         dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
-        part.stride(0), part.stride(1), part.stride(2), part.stride(3),
+        part.stride(0), part.stride(1), part.stride(2), part.stride(3), bpart.stride(0),
         c_in, c_out, hw, w, num_frames, kt, items, per),
         dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
-             IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta))
-    return part[0] if split == 1 else part.sum(0)
+             IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), BIAS_GRAD=bias_grad, **meta))
+    dw = part[0] if split == 1 else part.sum(0)
+    if not bias_grad:
+        return dw, None
+    return dw, bpart[0] if split == 1 else bpart.sum(0)
 
 
 def _fwd_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -475,10 +509,12 @@ def _dx_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.flip(2).permute(2, 0, 1).contiguous()
 
 
-def _bias_grad(dy: torch.Tensor, need: bool, c_out: int, dtype) -> torch.Tensor:
-    if not need:
-        return torch.zeros((c_out,), dtype=dtype, device=dy.device)
-    return dy.sum(dim=(0, 2, 3), dtype=torch.float32).to(dtype)
+def _bias_grad(db: Optional[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
+    """dbias (C_out,) in weight's dtype: the fp32 sum from the weight-gradient kernel
+    (``_weight_grad(..., bias_grad=True)``), or zeros when the bias needs no gradient (None)."""
+    if db is None:
+        return torch.zeros((weight.shape[0],), dtype=weight.dtype, device=weight.device)
+    return db.to(weight.dtype)
 
 
 def temporal_conv1d_fwd(x, weight, bias, num_frames: int):
@@ -489,8 +525,8 @@ def temporal_conv1d_fwd(x, weight, bias, num_frames: int):
 def temporal_conv1d_bwd(dy, x, weight, num_frames: int, need_bias_grad: bool):
     """(dx in x's memory format, dweight (C_out, C_in, K), dbias (C_out,)), x's dtype."""
     dx = _gemm(dy, _dx_weight(weight), None, num_frames, memory_format_of(x))
-    dw = _weight_grad(dy, x, weight.shape[2], num_frames).to(weight.dtype)
-    return dx, dw, _bias_grad(dy, need_bias_grad, weight.shape[0], weight.dtype)
+    dw, db = _weight_grad(dy, x, weight.shape[2], num_frames, bias_grad=need_bias_grad)
+    return dx, dw.to(weight.dtype), _bias_grad(db, weight)
 
 
 # The fused forward applies the norm/act prologue to each x tile once per (output-channel block,
@@ -559,11 +595,12 @@ def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: i
     if num_groups > 0:
         scale, shift, mean, rstd = _affine(x, num_groups, gn_weight, gn_bias, eps)
     if weight.shape[0] > _FUSE_MAX_COUT:  # as in the forward: act(GroupNorm(x)) once, then plain dW
-        dw = _weight_grad(dy, _norm_act(x, scale, shift, silu), weight.shape[2], num_frames)
+        dw, db = _weight_grad(dy, _norm_act(x, scale, shift, silu), weight.shape[2], num_frames,
+                              bias_grad=need_bias_grad)
     else:
-        dw = _weight_grad(dy, x, weight.shape[2], num_frames, scale, shift, silu)
+        dw, db = _weight_grad(dy, x, weight.shape[2], num_frames, scale, shift, silu, bias_grad=need_bias_grad)
     dw = dw.to(weight.dtype)
-    db = _bias_grad(dy, need_bias_grad, weight.shape[0], weight.dtype)
+    db = _bias_grad(db, weight)
     da = _gemm(dy, _dx_weight(weight), None, num_frames, torch.contiguous_format, out_dtype=torch.float32)
     dx, dgamma, dbeta = _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, silu)
     dx = dx.to(x.dtype).contiguous(memory_format=fmt)
