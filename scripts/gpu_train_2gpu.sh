@@ -10,11 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv
 SRC=${SRC:-sd14-random}; STEPS=${STEPS:-30}; SIZE=${SIZE:-256}; MP=${MP:-bf16}
 config() {  # config <output dir> <steps>  -> <output dir>.yaml
