@@ -44,6 +44,7 @@ def tiny_cfg(out, **train_kw):
     ({"data": {"format": "captions"}}, r"data.captions is required"),
     ({"data": {"format": "captions", "captions": "/no/such.csv"}}, r"data.captions '/no/such.csv' does not exist"),
     ({"train": {"resume": "/no/ckpt"}}, r"train.resume must be null, 'latest' or an existing"),
+    ({"train": {"deterministic": "yes"}}, r"train.deterministic must be"),
 ])
 def test_config_errors_name_the_key(tmp_path, patch, match):
     cfg = tiny_cfg(tmp_path)
@@ -176,6 +177,8 @@ def test_train_runs_writes_checkpoints_and_logs(tmp_path):
     res = train(cfg)
     assert res["final_step"] == 3 and len(res["losses"]) == 3
     assert all(torch.isfinite(torch.tensor(res["losses"])))
+    assert len(res["step_seconds"]) == 3 and min(res["step_seconds"]) > 0
+    assert res["frames_per_second_median_step"] > 0 and res["peak_memory_bytes"] == [None]  # CPU
     assert res["trainable_parameters"] > 0 and res["total_parameters"] > res["trainable_parameters"]
     root = tmp_path / "checkpoints"
     assert [os.path.basename(p) for p in list_checkpoints(str(root))] == ["step_00000002", "step_00000003"]
@@ -207,6 +210,14 @@ def test_resume_is_bitwise_identical(tmp_path):
     for sub in ("temporal", "ema_temporal"):
         f = f"final/{sub}/diffusion_pytorch_model.safetensors"
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+def test_deterministic_run_matches_and_restores_the_global_flag(tmp_path):
+    plain = train(tiny_cfg(tmp_path / "a", max_steps=2, checkpoint_every=10))
+    assert not torch.are_deterministic_algorithms_enabled()
+    det = train(tiny_cfg(tmp_path / "b", max_steps=2, checkpoint_every=10, deterministic=True))
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting comes back
+    assert det["losses"] == plain["losses"]  # CPU fp32: the same algorithms either way
 
 
 def test_crash_during_checkpoint_keeps_previous_latest(tmp_path, monkeypatch):

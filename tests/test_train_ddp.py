@@ -44,6 +44,7 @@ def test_two_process_training_agrees_and_resumes(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["world_size"] == 2 and res["final_step"] == 2
     assert len(res["rank_checksums"]) == 2 and res["rank_checksums"][0] == res["rank_checksums"][1]
+    assert res["peak_memory_bytes"] == [None, None] and len(res["step_seconds"]) == 2
     ckpt = out / "checkpoints" / "step_00000002"
     assert {"rng_state_rank0.pt", "rng_state_rank1.pt", "training_state.pt", "meta.json"} <= set(os.listdir(ckpt))
     assert json.loads((ckpt / "meta.json").read_text())["world_size"] == 2
@@ -52,3 +53,26 @@ def test_two_process_training_agrees_and_resumes(tmp_path):
     res2 = json.loads((out / "results.json").read_text())
     assert res2["final_step"] == 3 and res2["resumed_from"].endswith("step_00000002")
     assert res2["rank_checksums"][0] == res2["rank_checksums"][1] != res["rank_checksums"][0]
+
+
+@pytest.mark.slow
+def test_compressed_gradient_all_reduce_keeps_ranks_in_sync(tmp_path, hook="fp16"):
+    """``train.ddp_comm_hook`` (fp16 here: torch's bf16 hook needs NCCL): the all-reduce runs on
+    half-precision buckets; every rank applies the same (rounded) average gradient, so the ranks'
+    weights stay identical, and the first loss is unchanged (gradients only affect later steps)."""
+    runs = {}
+    for name in ("no", hook):
+        out = tmp_path / name
+        cfg = {"output_dir": str(out), "seed": 5, "model": {"source": "tiny"},
+               "data": {"format": "synthetic", "synthetic_num_videos": 4, "num_frames": 2, "size": 16},
+               "train": {"batch_size": 1, "max_steps": 3, "checkpoint_every": 10, "progress": False,
+                         "tensorboard": False, "ddp_comm_hook": name, "ddp_bucket_cap_mb": 1}}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        _launch(str(path))
+        runs[name] = json.loads((out / "results.json").read_text())
+    res = runs[hook]
+    assert res["rank_checksums"][0] == res["rank_checksums"][1]
+    assert res["rank_checksums"][0] != runs["no"]["rank_checksums"][0]  # the rounding is really applied
+    assert res["losses"][0] == runs["no"]["losses"][0]
+    assert res["losses"] == pytest.approx(runs["no"]["losses"], rel=1e-2)

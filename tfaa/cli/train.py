@@ -69,7 +69,8 @@ def run(args) -> int:
         return 2
     results = train(cfg)
     summary = {k: results[k] for k in ("final_step", "last_checkpoint", "skipped_videos", "world_size",
-                                       "trainable_parameters", "total_parameters", "frames_per_second")}
+                                       "trainable_parameters", "total_parameters", "frames_per_second",
+                                       "frames_per_second_median_step", "peak_memory_bytes")}
     summary["last_loss"] = results["losses"][-1] if results["losses"] else None
     summary["resumed_from"] = results.get("resumed_from")
     print(json.dumps(summary, indent=1))

@@ -12,7 +12,8 @@ Sections (all keys optional except the data source)::
     optim:  {learning_rate, adam_beta1, adam_beta2, adam_epsilon, weight_decay, lr_scheduler,
              lr_warmup_steps, max_grad_norm}
     train:  {batch_size, gradient_accumulation_steps, max_steps, mixed_precision, ema_decay,
-             log_every, checkpoint_every, keep_last, tensorboard, progress, resume}
+             log_every, checkpoint_every, keep_last, tensorboard, progress, resume, deterministic,
+             ddp_comm_hook, ddp_bucket_cap_mb}
 
 Unknown keys raise :class:`ConfigError` naming the key and the closest valid one; wrong types and
 out-of-range values raise it naming the key and the rule. Defaults follow the thesis (8 frames at
@@ -100,6 +101,14 @@ class RunConfig:
     progress: bool = True
     #: None, "latest" (newest complete checkpoint in output_dir, or a fresh start when none), or a path
     resume: Optional[str] = None
+    #: torch.use_deterministic_algorithms(True) for the run (strict: an op with no deterministic
+    #: implementation raises) and the fused kernels' deterministic paths: bitwise repeatable losses
+    #: on the GPU, e.g. to check a resume against an uninterrupted run; slower
+    deterministic: bool = False
+    #: DDP gradient all-reduce (2+ processes): "no" (fp32 buckets), "bf16" or "fp16" (the buckets
+    #: are compressed for the all-reduce and decompressed after: half the bytes, rounded gradients)
+    ddp_comm_hook: str = "no"
+    ddp_bucket_cap_mb: int = 25
 
 
 @dataclass
@@ -164,6 +173,8 @@ class TrainConfig:
         _range("train.log_every", t.log_every, lo=1)
         _range("train.checkpoint_every", t.checkpoint_every, lo=1)
         _range("train.keep_last", t.keep_last, lo=1)
+        _choice("train.ddp_comm_hook", t.ddp_comm_hook, ("no", "bf16", "fp16"))
+        _range("train.ddp_bucket_cap_mb", t.ddp_bucket_cap_mb, lo=1)
         if t.resume not in (None, "latest") and not os.path.isdir(t.resume):
             raise ConfigError(f"train.resume must be null, 'latest' or an existing checkpoint folder, got {t.resume!r}")
         return self

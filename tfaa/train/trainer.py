@@ -102,24 +102,48 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
     ``local_losses`` (this process), ``final_step``, ``last_checkpoint``, ``skipped_videos`` (distinct
     unreadable/too-short videos, all processes), ``skip_events``, ``param_checksum`` (this process),
     ``rank_checksums`` (all processes), ``world_size``, ``trainable_parameters``, ``total_parameters``,
-    ``mixed_precision``, ``frames_per_second``, ``output_dir``, ``resumed_from``.
+    ``mixed_precision``, ``frames_per_second`` (all frames over the loop's wall time, compilation and
+    autotuning of the first steps included), ``step_seconds`` (rank 0's wall time per optimizer step;
+    every step ends in a host sync on the loss), ``frames_per_second_median_step`` (frames per step,
+    all processes, over the median step time: the steady-state throughput), ``peak_memory_bytes``
+    (``torch.cuda.max_memory_allocated`` per process, rank order; ``None`` without CUDA),
+    ``output_dir``, ``resumed_from``.
     """
+    cfg = _as_config(config)
+    if not cfg.train.deterministic:
+        return _train(cfg, stop_at_step)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read at its first use)
+    torch.use_deterministic_algorithms(True)  # strict: e.g. SDPA's flash backward takes its deterministic path
+    try:
+        return _train(cfg, stop_at_step)
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
     from accelerate import Accelerator
+    from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKwargs
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
-    cfg = _as_config(config)
     d, t, o = cfg.data, cfg.train, cfg.optim
     mixed = resolve_mixed_precision(t.mixed_precision, torch.cuda.is_available())
     # cpu=True without CUDA: under a multi-process launcher (torchrun / accelerate launch --multi_gpu)
     # accelerate then sets up DDP over gloo (MULTI_CPU) instead of silently running N copies of rank 0
+    # gradient_as_bucket_view: the gradients live in DDP's buckets (no copy in and out per step)
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True, bucket_cap_mb=t.ddp_bucket_cap_mb,
+                                        comm_hook=DDPCommunicationHookType(t.ddp_comm_hook))
     accelerator = Accelerator(mixed_precision=mixed, step_scheduler_with_optimizer=False,
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != world:
         raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but accelerate set up {world}; "
                            "check the accelerate launch options")
+    if t.ddp_comm_hook == "bf16" and world > 1 and device.type != "cuda":
+        raise ValueError("train.ddp_comm_hook 'bf16' needs CUDA (torch's bf16 hook runs on NCCL); "
+                         "use 'fp16' or 'no' here")
     is_main = accelerator.is_main_process
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     resume_from = resolve_resume(t.resume, ckpt_root)
@@ -217,13 +241,13 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
 
     stream = batch_stream(dataset, position, t.batch_size, cfg.seed, world, rank, d.num_workers)
     accum = t.gradient_accumulation_steps
-    losses, local_losses, steps_done = [], [], []
+    losses, local_losses, steps_done, step_seconds, step_frames = [], [], [], [], []
     last_ckpt = None
     end_step = t.max_steps if stop_at_step is None else min(t.max_steps, stop_at_step)
     bar = tqdm(total=t.max_steps, initial=step, desc="train", disable=not (is_main and t.progress))
     frames_seen, t0 = 0, time.perf_counter()
     while step < end_step:
-        micro = []
+        micro, step_start, frames_before = [], time.perf_counter(), frames_seen
         for k in range(accum):
             batch = next(stream)
             for path, reason in batch["skipped"]:
@@ -255,6 +279,8 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
         losses.append(global_loss)
         local_losses.append(local.item())
         steps_done.append(step)
+        step_seconds.append(time.perf_counter() - step_start)  # global_loss.item() synced the device
+        step_frames.append((frames_seen - frames_before) * world)
         bar.update(1)
         bar.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
         if writer is not None and (step % t.log_every == 0 or step == end_step):
@@ -277,13 +303,18 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
     accelerator.wait_for_everyone()
 
     checksum = param_checksum(params)
-    checksums = _gather_strings(accelerator, checksum)
+    checksums = _gather_objects(accelerator, checksum)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    steady_fps = float(np.median(step_frames)) / float(np.median(step_seconds)) if step_seconds else None
     skip_total = _gather_skips(accelerator, skips)
     results = {"losses": losses, "steps": steps_done, "local_losses": local_losses, "final_step": step,
                "last_checkpoint": last_ckpt, "skipped_videos": len(skip_total), "skipped_paths": sorted(skip_total),
                "skip_events": skips.count, "param_checksum": checksum, "rank_checksums": checksums,
                "world_size": world, "trainable_parameters": n_train, "total_parameters": n_total,
                "mixed_precision": mixed, "frames_per_second": frames_seen * world / max(elapsed, 1e-9),
+               "step_seconds": step_seconds,
+               "frames_per_second_median_step": steady_fps,
+               "peak_memory_bytes": _gather_objects(accelerator, peak),
                "output_dir": cfg.output_dir, "resumed_from": resume_from}
     if skip_total and is_main:
         logger.warning("%d unreadable or too-short videos were skipped (see results.json 'skipped_paths')",
@@ -309,7 +340,8 @@ def _swapped_in(params, ema: EMA):
                 p.copy_(b)
 
 
-def _gather_strings(accelerator, value: str):
+def _gather_objects(accelerator, value):
+    """``[value of rank 0, value of rank 1, ...]`` (picklable values)."""
     if accelerator.num_processes == 1:
         return [value]
     from accelerate.utils import gather_object
