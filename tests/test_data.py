@@ -87,6 +87,23 @@ def test_motion_direction_is_visible():
     assert col(3) > col(0) + 8
 
 
+def test_path_start_moves_the_path_to_the_direction_side():
+    centre = lambda clip: (clip[..., 0] > 100).nonzero()  # noqa: E731
+    for direction, axis, sign in (("right", 1, 1), ("up", 0, -1)):
+        spec = ClipSpec("square", "red", direction)
+        centred = render_clip(spec, num_frames=8, size=32)
+        shifted = render_clip(spec, num_frames=8, size=32, path_start=-0.25)
+        pos = lambda clip, f: centre(clip[f])[axis].mean() - 16  # noqa: E731 (offset from the frame centre)
+        assert pos(centred, 0) == pytest.approx(-pos(centred, 7), abs=1) and sign * pos(centred, 7) > 6
+        # a quarter of the 16 px travel before the centre at the start, three quarters after it at the end
+        assert sign * pos(shifted, 0) == pytest.approx(-4, abs=1) and sign * pos(shifted, 7) == pytest.approx(12, abs=1)
+        assert (shifted[7] != np.array(spec.background, np.uint8)).any(-1).sum() == \
+            (centred[7] != np.array(spec.background, np.uint8)).any(-1).sum()  # still whole inside the frame
+    for bad in (-0.6, -0.2):
+        with pytest.raises(ValueError, match="path_start"):
+            render_clip(ClipSpec("square", "red", "up"), path_start=bad)
+
+
 def test_motion_blur_trails_behind_and_keeps_the_shape():
     spec = ClipSpec("square", "red", "right")
     sharp = render_clip(spec, num_frames=8, size=32)

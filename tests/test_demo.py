@@ -149,6 +149,8 @@ def test_demo_config_rejects_bad_tfaa_mode_and_blur():
         DemoConfig(tfaa_mode="global").validate()
     with pytest.raises(DemoConfigError, match="motion_blur"):
         DemoConfig(motion_blur=-1).validate()
+    with pytest.raises(DemoConfigError, match="path_start"):
+        DemoConfig(path_start=0.0).validate()
     with pytest.raises(DemoConfigError, match="video_min_timestep"):
         DemoConfig(video_min_timestep=1000).validate()
     with pytest.raises(DemoConfigError, match="video_min_timestep"):

@@ -22,7 +22,7 @@ import sys
 _SIZE_FLAGS = {"steps_image": int, "steps_video": int, "batch_image": int, "batch_video": int,
                "num_frames": int, "size": int, "sample_steps": int, "samples_per_prompt": int,
                "guidance_scale": float, "lr_image": float, "lr_video": float, "motion_blur": int,
-               "tfaa_mode": str, "video_min_timestep": int}
+               "tfaa_mode": str, "video_min_timestep": int, "path_start": float}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -57,9 +57,16 @@ def _mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.ndarray:
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 64, motion_blur: int = 0) -> np.ndarray:
+def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 64, motion_blur: int = 0,
+                path_start: float = -0.5) -> np.ndarray:
     """Draw ``spec`` as ``(num_frames, size, size, 3)`` uint8. The shape (radius ``size/8``) travels
-    ``size/2`` pixels along its direction over the clip, centred on the frame centre.
+    ``size/2`` pixels along its direction over the clip.
+
+    ``path_start``: where the path starts relative to the frame centre, in units of the travel along
+    the direction; the path ends at ``path_start + 1``. -0.5 (default): centred on the frame centre,
+    so clips of opposite directions cover the same positions. In [-0.5, -0.25] (-0.25: the path
+    starts a quarter before the centre and ends at the frame edge): the later frames of a
+    clip lie on the side of its direction, so where the shape is tells the direction.
 
     ``motion_blur``: number of faint trailing copies behind the shape (a camera's motion blur),
     copy ``j = 1..motion_blur`` displaced by ``0.6 * j`` of a frame step against the direction and
@@ -73,6 +80,8 @@ def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 64, motion_blur
         raise ValueError(f"color must be one of {tuple(COLORS)}, got {spec.color!r}")
     if not isinstance(motion_blur, int) or motion_blur < 0:
         raise ValueError(f"motion_blur must be an integer >= 0, got {motion_blur!r}")
+    if not -0.5 <= path_start <= -0.25:
+        raise ValueError(f"path_start must be in [-0.5, -0.25] (the shape stays inside the frame), got {path_start!r}")
     dy, dx = DIRECTIONS[spec.direction]
     r = size / 8
     travel = size / 2
@@ -81,7 +90,7 @@ def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 64, motion_blur
     fg = np.array(COLORS[spec.color], np.float32)
     out = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for f in range(num_frames):
-        t = f / max(num_frames - 1, 1) - 0.5  # -0.5 .. 0.5
+        t = f / max(num_frames - 1, 1) + path_start  # path_start .. path_start + 1
         cy, cx = size / 2 + dy * travel * t, size / 2 + dx * travel * t
         frame = np.empty((size, size, 3), dtype=np.float32)
         frame[:] = bg

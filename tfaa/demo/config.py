@@ -50,6 +50,14 @@ class DemoConfig:
     #: image model's features carry no sign of the motion; in GPU trials the temporal blocks then
     #: learned the axis of motion but not its direction (README, "The demo")
     motion_blur: int = 3
+    #: where each clip's path starts, in units of its travel from the frame centre
+    #: (:func:`tfaa.data.synthetic.render_clip`). -0.5 centres every path: then "moving up" and
+    #: "moving down" clips cover the same positions, only the faint trail tells them apart, and the
+    #: temporal blocks often learned a caption's axis with the wrong sign (time-reversed videos).
+    #: -0.25 (default): the later frames lie on the side of the captioned direction. GPU trials,
+    #: full model, image-model seeds 0-7, 16 videos each: direction agreement 0.85-1.00 (mean 0.97)
+    #: vs 0.38-0.99 (mean 0.81) with centred paths
+    path_start: float = -0.25
     # image stage
     steps_image: int = 3000
     batch_image: int = 32
@@ -113,6 +121,9 @@ class DemoConfig:
                                   f"{levels - 1} UNet downsamplings), got {self.size}")
         if not self.channels or any(c % 16 for c in self.channels):
             raise DemoConfigError(f"channels must be multiples of 16 (GroupNorm groups), got {self.channels}")
+        if not isinstance(self.path_start, (int, float)) or not -0.5 <= self.path_start <= -0.25:
+            raise DemoConfigError(f"path_start must be in [-0.5, -0.25] (the shape stays inside the frame), "
+                                  f"got {self.path_start!r}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise DemoConfigError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         for name in ("lr_image", "lr_video"):

@@ -44,7 +44,7 @@ def make_clip_set(cfg: DemoConfig, out_dir: str, progress: bool = True) -> ClipS
     os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
     frames, lines = [], []
     for i, spec in enumerate(tqdm(specs, desc="synthetic clips", disable=not progress)):
-        clip = render_clip(spec, cfg.num_frames, cfg.size, motion_blur=cfg.motion_blur)
+        clip = render_clip(spec, cfg.num_frames, cfg.size, motion_blur=cfg.motion_blur, path_start=cfg.path_start)
         rel = os.path.join("videos", f"{i:06d}.gif")
         save_video(clip.astype(np.float32) / 255.0, os.path.join(out_dir, rel), fps=4.0)
         frames.append(clip)
