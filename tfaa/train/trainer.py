@@ -129,11 +129,11 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
 
     d, t, o = cfg.data, cfg.train, cfg.optim
     mixed = resolve_mixed_precision(t.mixed_precision, torch.cuda.is_available())
-    # cpu=True without CUDA: under a multi-process launcher (torchrun / accelerate launch --multi_gpu)
-    # accelerate then sets up DDP over gloo (MULTI_CPU) instead of silently running N copies of rank 0
     # gradient_as_bucket_view: the gradients live in DDP's buckets (no copy in and out per step)
     ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True, bucket_cap_mb=t.ddp_bucket_cap_mb,
                                         comm_hook=DDPCommunicationHookType(t.ddp_comm_hook))
+    # cpu=True without CUDA: under a multi-process launcher (torchrun / accelerate launch --multi_gpu)
+    # accelerate then sets up DDP over gloo (MULTI_CPU) instead of silently running N copies of rank 0
     accelerator = Accelerator(mixed_precision=mixed, step_scheduler_with_optimizer=False,
                               cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
