@@ -38,6 +38,11 @@ yaml.safe_dump({"output_dir": out, "seed": 0, "model": {"source": "$SRC", "backe
             "tensorboard": False, "mixed_precision": "$MP", "deterministic": det}}, open(out + ".yaml", "w"))
 PY
 }
+warm_up() {  # a 2-step 1-GPU run fills the Triton cache (compilation, autotuning), once per machine
+  [[ -f /tmp/tfaa_warm/results.json ]] && return 0
+  config /tmp/tfaa_warm 2 100000 false
+  python3 -m tfaa train --config /tmp/tfaa_warm.yaml > "$OUT/warmup.log" 2>&1 || { tail -n 20 "$OUT/warmup.log"; exit 1; }
+}
 report() {  # report <output dir> <label>
   python3 - "$1" "$2" <<'PY'
 import json, sys
@@ -51,9 +56,8 @@ PY
 }
 
 if [[ " $PHASES " == *" throughput "* ]]; then
-  config /tmp/tfaa_warm 2 100000 false; config /tmp/tfaa_1gpu "$STEPS" 100000 false
-  config /tmp/tfaa_2gpu "$STEPS" 100000 false
-  python3 -m tfaa train --config /tmp/tfaa_warm.yaml > "$OUT/warmup.log" 2>&1 || { tail -n 20 "$OUT/warmup.log"; exit 1; }
+  config /tmp/tfaa_1gpu "$STEPS" 100000 false; config /tmp/tfaa_2gpu "$STEPS" 100000 false
+  warm_up
   python3 -m tfaa train --config /tmp/tfaa_1gpu.yaml > "$OUT/train_1gpu.log" 2>&1 \
     && report /tmp/tfaa_1gpu "1 GPU " || tail -n 20 "$OUT/train_1gpu.log"
   "${LAUNCH2[@]}" -m tfaa train --config /tmp/tfaa_2gpu.yaml > "$OUT/train_2gpu.log" 2>&1 \
@@ -116,8 +120,8 @@ for dtype in (torch.float32, torch.bfloat16):
 dist.destroy_process_group()
 PY
   [[ ${ALLREDUCE:-1} == 1 ]] && python3 -m torch.distributed.run --nproc_per_node 2 /tmp/allreduce.py 2>&1 | grep all-reduce
-  config /tmp/tfaa_warm 2 100000 false; config /tmp/tfaa_probe "$STEPS" 100000 false
-  [[ -f /tmp/tfaa_warm/results.json ]] || python3 -m tfaa train --config /tmp/tfaa_warm.yaml > "$OUT/warmup.log" 2>&1
+  config /tmp/tfaa_probe "$STEPS" 100000 false
+  warm_up
   # PROBES: one run per line, "<label> <processes: 1|2> [VAR=value ...] [train CLI args ...]"
   PROBES=${PROBES:-"1gpu_w2 1 --set data.num_workers=2
 2gpu_w2 2 --set data.num_workers=2

@@ -23,12 +23,14 @@ from typing import List, Tuple
 
 import numpy as np
 
-__all__ = ["COLORS", "SHAPES", "DIRECTIONS", "ClipSpec", "render_clip", "random_spec", "make_synthetic_dataset"]
+__all__ = ["COLORS", "SHAPES", "DIRECTIONS", "PATH_START_RANGE", "ClipSpec", "render_clip", "random_spec", "make_synthetic_dataset"]
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230),
           "yellow": (235, 210, 40), "purple": (150, 60, 200), "white": (240, 240, 240)}
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}  # (dy, dx)
+#: render_clip's path_start values that keep the shape inside the frame (centred .. ending at the edge)
+PATH_START_RANGE = (-0.5, -0.25)
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,9 @@ def render_clip(spec: ClipSpec, num_frames: int = 8, size: int = 64, motion_blur
         raise ValueError(f"color must be one of {tuple(COLORS)}, got {spec.color!r}")
     if not isinstance(motion_blur, int) or motion_blur < 0:
         raise ValueError(f"motion_blur must be an integer >= 0, got {motion_blur!r}")
-    if not -0.5 <= path_start <= -0.25:
-        raise ValueError(f"path_start must be in [-0.5, -0.25] (the shape stays inside the frame), got {path_start!r}")
+    lo, hi = PATH_START_RANGE
+    if not lo <= path_start <= hi:
+        raise ValueError(f"path_start must be in [{lo}, {hi}] (the shape stays inside the frame), got {path_start!r}")
     dy, dx = DIRECTIONS[spec.direction]
     r = size / 8
     travel = size / 2

@@ -91,7 +91,7 @@ class DemoConfig:
 
     def validate(self) -> "DemoConfig":
         """Raise :class:`DemoConfigError` naming the first bad setting; returns ``self``."""
-        from tfaa.data.synthetic import COLORS, DIRECTIONS, SHAPES
+        from tfaa.data.synthetic import COLORS, DIRECTIONS, PATH_START_RANGE, SHAPES
 
         for name, values, allowed in (("colors", self.colors, tuple(COLORS)), ("shapes", self.shapes, SHAPES),
                                       ("directions", self.directions, tuple(DIRECTIONS))):
@@ -121,8 +121,9 @@ class DemoConfig:
                                   f"{levels - 1} UNet downsamplings), got {self.size}")
         if not self.channels or any(c % 16 for c in self.channels):
             raise DemoConfigError(f"channels must be multiples of 16 (GroupNorm groups), got {self.channels}")
-        if not isinstance(self.path_start, (int, float)) or not -0.5 <= self.path_start <= -0.25:
-            raise DemoConfigError(f"path_start must be in [-0.5, -0.25] (the shape stays inside the frame), "
+        lo, hi = PATH_START_RANGE
+        if not isinstance(self.path_start, (int, float)) or not lo <= self.path_start <= hi:
+            raise DemoConfigError(f"path_start must be in [{lo}, {hi}] (the shape stays inside the frame), "
                                   f"got {self.path_start!r}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise DemoConfigError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")

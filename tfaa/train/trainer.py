@@ -241,13 +241,13 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
 
     stream = batch_stream(dataset, position, t.batch_size, cfg.seed, world, rank, d.num_workers)
     accum = t.gradient_accumulation_steps
-    losses, local_losses, steps_done, step_seconds, step_frames = [], [], [], [], []
+    losses, local_losses, steps_done, step_seconds = [], [], [], []
     last_ckpt = None
     end_step = t.max_steps if stop_at_step is None else min(t.max_steps, stop_at_step)
     bar = tqdm(total=t.max_steps, initial=step, desc="train", disable=not (is_main and t.progress))
     frames_seen, t0 = 0, time.perf_counter()
     while step < end_step:
-        micro, step_start, frames_before = [], time.perf_counter(), frames_seen
+        micro, step_start = [], time.perf_counter()
         for k in range(accum):
             batch = next(stream)
             for path, reason in batch["skipped"]:
@@ -280,7 +280,6 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
         local_losses.append(local.item())
         steps_done.append(step)
         step_seconds.append(time.perf_counter() - step_start)  # global_loss.item() synced the device
-        step_frames.append((frames_seen - frames_before) * world)
         bar.update(1)
         bar.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
         if writer is not None and (step % t.log_every == 0 or step == end_step):
@@ -305,7 +304,8 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
     checksum = param_checksum(params)
     checksums = _gather_objects(accelerator, checksum)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    steady_fps = float(np.median(step_frames)) / float(np.median(step_seconds)) if step_seconds else None
+    # frames per step (all processes; the same every step) over the median step time
+    steady_fps = frames_seen * world / len(step_seconds) / float(np.median(step_seconds)) if step_seconds else None
     skip_total = _gather_skips(accelerator, skips)
     results = {"losses": losses, "steps": steps_done, "local_losses": local_losses, "final_step": step,
                "last_checkpoint": last_ckpt, "skipped_videos": len(skip_total), "skipped_paths": sorted(skip_total),

@@ -1,6 +1,6 @@
 """Layout helpers shared by the Triton kernels on ``(N, C, H, W)`` tensors (NCHW, channels_last or
-any strided view): a pixel's offset inside a frame, the host-side stride analysis, and (from
-tfaa_kernels._layout) the memory format outputs take."""
+any strided view): a pixel's offset inside a frame and the host-side stride analysis (the memory
+format outputs take: tfaa_kernels._layout)."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -8,8 +8,6 @@ from typing import Tuple
 import torch
 import triton
 import triton.language as tl
-
-from .._layout import memory_format_of  # noqa: F401  (re-exported for the kernel modules)
 
 
 @triton.jit

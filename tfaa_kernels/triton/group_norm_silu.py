@@ -43,9 +43,10 @@ import triton
 import triton.language as tl
 
 from .._alloc import empty
+from .._layout import memory_format_of
 from ..backends import register_impl, triton_interpret
 from ._host import cdiv, next_power_of_2
-from ._layout import _pixel_offsets, _pixel_strides, memory_format_of
+from ._layout import _pixel_offsets, _pixel_strides
 
 
 # ----------------------------------------------------------------------------- device functions
@@ -351,7 +352,8 @@ def _affine(x: torch.Tensor, num_groups: int, gn_weight: Optional[torch.Tensor],
         chunk, split = _chunks(n * g, total, block, dev)
         part = empty((2 * n * split * g,), f32, dev) if split > 1 else out
         _gn_stats_flat_kernel[(n * g, split)](
-            x, gamma, beta, out, part, x.stride(0), x.stride(1), n, g, cpg, total, chunk, n * split * g, 1.0 / total, float(eps), **flags, SPLIT=split, BLOCK=block, BLOCK_C=block_c,
+            x, gamma, beta, out, part, x.stride(0), x.stride(1), n, g, cpg, total, chunk, n * split * g,
+            1.0 / total, float(eps), **flags, SPLIT=split, BLOCK=block, BLOCK_C=block_c,
             num_warps=4 if interp else _STATS_WARPS)
         if split == 1:
             return scale, shift, mean, rstd

@@ -44,10 +44,11 @@ import triton
 import triton.language as tl
 
 from .._alloc import empty
+from .._layout import memory_format_of
 from ..backends import register_impl, triton_interpret
 from ._autotune import tunable
 from ._host import cdiv, next_power_of_2
-from ._layout import _pixel_offsets, _pixel_strides, memory_format_of
+from ._layout import _pixel_offsets, _pixel_strides
 from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY"]
