@@ -137,6 +137,27 @@ def test_overwrite(tmp_path):
     assert (other / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_text_encoder_frozen_by_default_trained_on_request(tmp_path, train):
+    import torch
+
+    from tfaa.cli import build_parser
+    from tfaa.cli.demo import config_from_args
+    from tfaa.demo.data import make_clip_set
+    from tfaa.demo.models import build_text_encoder
+    from tfaa.demo.train import train_image_model
+
+    flags = ["--train-text-encoder"] if train else []
+    cfg = config_from_args(build_parser().parse_args(["demo", "--out", str(tmp_path), *QUICK, *flags])).validate()
+    assert cfg.train_text_encoder is train
+    clips = make_clip_set(cfg, str(tmp_path / "data"), progress=False)
+    _, text_encoder, tokenizer, _ = train_image_model(cfg, clips, torch.device("cpu"), str(tmp_path / "tok"),
+                                                      progress=False)
+    initial = build_text_encoder(tokenizer, cfg.seed + 1).state_dict()
+    unchanged = all(torch.equal(v, initial[k]) for k, v in text_encoder.state_dict().items())
+    assert unchanged is not train
+
+
 def test_measure_ignores_motion_blur_trail():
     clip = render_clip(ClipSpec("circle", "yellow", "up"), num_frames=8, size=32, motion_blur=3)
     m = measure_video(clip, "a yellow circle moving up", ["red", "green", "blue", "yellow"])

@@ -2,7 +2,7 @@
 
 Examples::
 
-    tfaa demo --out demo/                 # ~7 minutes on a 2-core CPU
+    tfaa demo --out demo/                 # ~8 minutes on a 2-core CPU
     tfaa demo --out demo/ --resume        # reuse the finished stages of an interrupted run
     tfaa demo --out demo/ --overwrite     # start fresh in an existing demo folder
     tfaa demo --out /tmp/d --quick        # seconds: a smoke test, not a usable model
@@ -44,6 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     for name, typ in _SIZE_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
                        help=f"default {getattr(defaults, name)}")
+    p.add_argument("--train-text-encoder", action="store_true",
+                   help="train the text encoder jointly with the image UNet (default: random and frozen)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
     return p
@@ -62,6 +64,8 @@ def config_from_args(args):
             values[name] = getattr(args, name)
     if args.prompts:
         values["prompts"] = tuple(args.prompts)
+    if args.train_text_encoder:
+        values["train_text_encoder"] = True
     return DemoConfig(**values)
 
 

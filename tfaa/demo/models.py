@@ -60,7 +60,8 @@ def build_tokenizer(directory: str):
 
 
 def build_text_encoder(tokenizer, seed: int):
-    """A 2-layer CLIP text model (hidden 32), trained jointly with the image UNet."""
+    """A 2-layer CLIP text model (hidden 32), random; trained with the image UNet only when
+    ``DemoConfig.train_text_encoder``."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=64,
