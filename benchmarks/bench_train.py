@@ -53,10 +53,28 @@ def resolved_backends(device: torch.device) -> str:
     return ", ".join(f"{op}={resolve_backend('auto', op, device)}" for op in AUTO_PREFERENCE)
 
 
+def train_step(unet, optimizer, params, latents, text, sched, generator, autocast_cache: bool = True):
+    """One optimizer step of the benchmark: eq. 3.9 loss (bf16 autocast on CUDA, fp32 on CPU),
+    backward, gradient clipping at 1.0, ``optimizer.step()``; the caller zeroes the gradients.
+    ``autocast_cache=False`` for CUDA-graph capture (benchmarks/probe_train_graph.py). Returns the
+    detached loss (no host sync)."""
+    from tfaa.train.loss import diffusion_loss
+
+    if latents.device.type == "cuda":
+        amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=autocast_cache)
+    else:
+        amp = torch.autocast("cpu", enabled=False)
+    with amp:
+        loss = diffusion_loss(unet, latents, text, sched, generator)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return loss.detach()
+
+
 def run_backend(unet, optimizer, params, backend: str, args, device, text_dim: int) -> dict:
     """Warm up and time ``args.steps`` training steps with ``backend``; returns the measurements."""
     from tfaa.train import sd_ddpm_scheduler
-    from tfaa.train.loss import diffusion_loss
 
     unet.set_backend(backend)
     sched = sd_ddpm_scheduler()
@@ -65,16 +83,11 @@ def run_backend(unet, optimizer, params, backend: str, args, device, text_dim: i
     latents = torch.randn(b, f, 4, s, s, device=device, generator=gen)
     text = torch.randn(b * f, 77, text_dim, device=device, generator=gen)
     cuda = device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 
-    def step() -> float:
-        with amp:
-            loss = diffusion_loss(unet, latents, text, sched, gen)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+    def step() -> torch.Tensor:
+        loss = train_step(unet, optimizer, params, latents, text, sched, gen)
         optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss
 
     for _ in range(args.warmup):
         step()

@@ -539,7 +539,8 @@ def temporal_conv1d_bwd(dy, x, weight, num_frames: int, need_bias_grad: bool):
 # plain GEMM reads it. The earlier two-pass statistics and 3-D-grid apply measured 86 us and
 # ~0.27 ms together at S1 on an H100; the one-read statistics and flat apply that replaced them
 # measured 35 + 59 us there (NCHW, GPU time of CUDA-graph replays; floor 3 x 84 MB ~ 0.084 ms at
-# 3.0 TB/s), so S1 stats + apply + GEMM (0.195) ~ 0.29 ms is predicted for this path (to be measured).
+# 3.0 TB/s), so S1 stats + apply + GEMM (0.195) ~ 0.29 ms was predicted for this path; measured
+# 0.292 ms (forward, GPU time, RESULTS.md S3-run 6).
 _FUSE_MAX_COUT = 128
 
 
