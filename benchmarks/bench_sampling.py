@@ -20,7 +20,7 @@ Measured (medians of triton.testing.do_bench through ``common.median_ms``):
     tfaa bench --results benchmarks/RESULTS.md                              # the same
     python benchmarks/bench_sampling.py --smoke                             # CPU: tiny models, same code path
 
-``--budget-s`` (default 330) bounds the run: sections that would not fit are skipped and the output
+``--budget-s`` (default 420) bounds the run: sections that would not fit are skipped and the output
 says so. ``--smoke`` uses tiny models, fp32, small shapes, 2 denoising steps, and writes nothing
 into RESULTS.md (its plot goes to a temporary file unless ``--plot`` is given).
 """
@@ -578,12 +578,12 @@ def build_arg_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpar
     p.add_argument("--smoke", action="store_true", help="tiny models on any device: checks the code path")
     p.add_argument("--plot", default=None, help=f"plot path (default {os.path.relpath(DEFAULT_PLOT)}; "
                                                 "a temporary file with --smoke)")
-    p.add_argument("--budget-s", type=float, default=330.0, help="wall-clock budget; later sections are skipped")
+    p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget; later sections are skipped")
     p.add_argument("--video-runs", type=int, default=3, help="timed whole-video runs per mode")
     p.add_argument("--compile-backend", default=None,
                    help="torch.compile backend of fast mode (default inductor; aot_eager with --smoke on CPU)")
-    p.add_argument("--compile-estimate-s", type=float, default=150.0,
-                   help="budget reserved for fast mode's first (compiling) call")
+    p.add_argument("--compile-estimate-s", type=float, default=210.0,
+                   help="budget reserved for fast mode's first call (compiles the UNet and the VAE decoder)")
     p.add_argument("--skip-video", action="store_true", help="no whole-video measurements")
     p.add_argument("--skip-sweep", action="store_true", help="no frame-count sweep / plot")
     return p

@@ -1,5 +1,6 @@
 // Elementwise and reduction kernels of the temporal conv: the bias pre-fill of the forward, the
-// sum of the weight-gradient partial matrices, and the bias gradient. All deterministic (fixed
+// tap-major weight copies the GEMMs read, the sum of the weight-gradient partial matrices, and the
+// bias gradient. All deterministic (fixed
 // reduction order, no atomics), fp32 accumulation, int64 indexing.
 //
 // Layouts: y / dy are (N, C, HW) per frame, NCHW (element (n, c, i) at (n*C + c)*HW + i) or
@@ -92,9 +93,41 @@ dweight_reduce_kernel(const float* __restrict__ ws, T* __restrict__ dw, int64_t 
   }
 }
 
+// ------------------------------------------------------------------ weight relayout
+// One thread per (co, ci): reads the K taps W[co][ci][0..K) (consecutive threads, consecutive
+// memory) and writes each to its tap's plane, consecutive threads writing consecutive ci.
+//   OTR: out[(co*K + t)*C_in + ci]          TRO (flipped): out[((K-1-t)*C_out + co)*C_in + ci]
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+weight_relayout_kernel(const T* __restrict__ w, T* __restrict__ out, int64_t C_out, int64_t C_in,
+                       int64_t K, bool tro) {
+  const int64_t total = C_out * C_in;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t co = i / C_in, ci = i - co * C_in;
+    const T* src = w + i * K;
+    for (int64_t t = 0; t < K; ++t) {
+      const int64_t o = tro ? ((K - 1 - t) * C_out + co) * C_in + ci : (co * K + t) * C_in + ci;
+      out[o] = src[t];
+    }
+  }
+}
+
+template <typename T>
+cudaError_t weight_relayout_typed(const void* w, void* out, int64_t c_out, int64_t c_in,
+                                  int64_t taps, bool tro, cudaStream_t st) {
+  const int64_t total = c_out * c_in;
+  if (total == 0 || taps == 0) return cudaSuccess;
+  weight_relayout_kernel<T><<<grid_for(total, kThreads), kThreads, 0, st>>>(
+      static_cast<const T*>(w), static_cast<T*>(out), c_out, c_in, taps, tro);
+  return cudaGetLastError();
+}
+
 // ------------------------------------------------------------------ dbias
 // NCHW: block (c, split) sums frames [n0, n1) x all HW pixels of channel c, VEC elements per load
-// (16 bytes when the caller checked HW % VEC == 0 and 16-byte alignment of dy).
+// (16 bytes when the caller checked HW % VEC == 0 and 16-byte alignment of dy). The block's
+// threads stride over (frame, chunk) pairs, so small frames (HW / VEC < kThreads chunks, e.g.
+// 16x16: 32) still keep every thread loading.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
 dbias_nchw_kernel(const T* __restrict__ dy, float* __restrict__ partial, int64_t N, int64_t C,
@@ -103,15 +136,14 @@ dbias_nchw_kernel(const T* __restrict__ dy, float* __restrict__ partial, int64_t
   const int64_t split = blockIdx.y;
   const int64_t n0 = split * N / splits, n1 = (split + 1) * N / splits;
   const int64_t chunks = HW / VEC;
+  const int64_t work = (n1 - n0) * chunks;
   float acc = 0.f;
-  for (int64_t n = n0; n < n1; ++n) {
-    const T* row = dy + (n * C + c) * HW;
-    for (int64_t ch = threadIdx.x; ch < chunks; ch += kThreads) {
-      float v[VEC];
-      load_vec<T, VEC>(row + ch * VEC, v);
+  for (int64_t i = threadIdx.x; i < work; i += kThreads) {
+    const int64_t n = n0 + i / chunks, ch = i % chunks;
+    float v[VEC];
+    load_vec<T, VEC>(dy + (n * C + c) * HW + ch * VEC, v);
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) acc += v[j];
-    }
+    for (int j = 0; j < VEC; ++j) acc += v[j];
   }
   __shared__ float red[kThreads / 32];
   acc = group_sum(acc, 32);
@@ -242,6 +274,19 @@ cudaError_t conv_dweight_reduce(int dtype, const float* ws, void* dweight, int64
 }
 
 }  // namespace tfaa
+
+cudaError_t tfaa_conv_weight_relayout(int dtype, const void* weight, void* out, int64_t c_out,
+                                      int64_t c_in, int64_t taps, int layout, cudaStream_t stream) {
+  if (layout != TFAA_W_OTR && layout != TFAA_W_TRO) return cudaErrorInvalidValue;
+  const bool tro = layout == TFAA_W_TRO;
+  switch (dtype) {
+    case TFAA_F32: return tfaa::weight_relayout_typed<float>(weight, out, c_out, c_in, taps, tro, stream);
+    case TFAA_F16: return tfaa::weight_relayout_typed<__half>(weight, out, c_out, c_in, taps, tro, stream);
+    case TFAA_BF16:
+      return tfaa::weight_relayout_typed<__nv_bfloat16>(weight, out, c_out, c_in, taps, tro, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
 
 int64_t tfaa_conv_dbias_workspace_floats(TfaaConvShape s) {
   return tfaa::dbias_splits(s) * (s.c_out > 0 ? s.c_out : 0);

@@ -5,10 +5,12 @@
 // Layouts (N = B*F frames, each a contiguous matrix, consecutive frames adjacent in memory):
 //   NCHW:          frame = (C, HW) row-major  = column-major (HW x C), ld HW
 //   channels_last: frame = (HW, C) row-major  = column-major (C x HW), ld C
-//   wp (C_out, K, C_in) contiguous: the weight with its taps moved next to C_in.
+//   wk: the weight in one of the tap-major layouts of TfaaWeightLayout (tfaa_kernels.h): OTR
+//   (O, K, R) for the forward, TRO (K, R, O) for the input gradient (R = reduction channels,
+//   O = output channels of the call). Either is read in place through the GEMM's transpose flag.
 //
 // Forward, NCHW: the K input frames f-p .. f+p of a clip are adjacent, so stacked they are ONE
-// column-major (HW x K*C_in) matrix: y_f^T = X_stack^T-window @ wp^T is a single GEMM with the
+// column-major (HW x K*C_in) matrix: y_f^T = X_stack^T-window @ W^T is a single GEMM with the
 // reduction over (tap, channel). At the clip ends the window shrinks to taps [t0, t1) (zero
 // padding = leaving the out-of-clip taps out of the reduction). Frames sharing (t0, t1) form a
 // range batched over (clip, frame) with strided-batched GEMMs.
@@ -87,7 +89,18 @@ TfaaStatus gemm_items(cublasHandle_t h, cudaDataType ab_type, int64_t ab_size, c
   return ok();
 }
 
-TfaaStatus fwd_nchw(cublasHandle_t h, int dtype, const void* x, const void* wp, void* y,
+// The weight operand of tap t's (C_out x C_in) block, or of a window of taps starting at t:
+// pointer, leading dimension, and whether the GEMM reads it transposed relative to OTR.
+struct WeightView {
+  const void* wk;
+  bool tro;  // TFAA_W_TRO (else TFAA_W_OTR)
+  int64_t ld(const TfaaConvShape& s) const { return tro ? s.c_out : s.taps * s.c_in; }
+  const void* at(int64_t tap, const TfaaConvShape& s, int64_t es) const {
+    return offset(wk, tap * (tro ? s.c_in * s.c_out : s.c_in), es);
+  }
+};
+
+TfaaStatus fwd_nchw(cublasHandle_t h, int dtype, const void* x, const WeightView& w, void* y,
                     const TfaaConvShape& s, float beta) {
   const int64_t F = s.num_frames, K = s.taps, p = K / 2;
   const int64_t clips = s.batch_frames / F;
@@ -102,9 +115,11 @@ TfaaStatus fwd_nchw(cublasHandle_t h, int dtype, const void* x, const void* wp, 
     int64_t g = f + 1;
     while (g < F && (p - g > 0 ? p - g : 0) == t0 && (F + p - g < K ? F + p - g : K) == t1) ++g;
     const Operand A{offset(x, (f + t0 - p) * xf, es), s.hw, F * xf, xf};
-    const Operand B{offset(wp, t0 * s.c_in, es), K * s.c_in, 0, 0};
+    // B = the window's weights as a (K'*C_in x C_out) matrix: OTR column-major, TRO its transpose
+    const Operand B{w.at(t0, s, es), w.ld(s), 0, 0};
     const Operand C{offset(y, f * yf, es), s.hw, F * yf, yf};
-    const TfaaStatus st = gemm_items(h, t, es, t, es, CUBLAS_OP_N, CUBLAS_OP_N, s.hw, s.c_out,
+    const TfaaStatus st = gemm_items(h, t, es, t, es, CUBLAS_OP_N, w.tro ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                     s.hw, s.c_out,
                                      (t1 - t0) * s.c_in, A, B, C, beta, clips, g - f,
                                      "temporal_conv1d forward GEMM (NCHW)");
     if (st.cuda != cudaSuccess || st.cublas != 0) return st;
@@ -113,8 +128,8 @@ TfaaStatus fwd_nchw(cublasHandle_t h, int dtype, const void* x, const void* wp, 
   return ok();
 }
 
-TfaaStatus fwd_channels_last(cublasHandle_t h, int dtype, const void* x, const void* wp, void* y,
-                             const TfaaConvShape& s, float beta_first) {
+TfaaStatus fwd_channels_last(cublasHandle_t h, int dtype, const void* x, const WeightView& w,
+                             void* y, const TfaaConvShape& s, float beta_first) {
   const int64_t F = s.num_frames, K = s.taps, p = K / 2;
   const int64_t clips = s.batch_frames / F;
   const int64_t xf = s.c_in * s.hw, yf = s.c_out * s.hw;
@@ -124,10 +139,12 @@ TfaaStatus fwd_channels_last(cublasHandle_t h, int dtype, const void* x, const v
     const int64_t tap = i == 0 ? p : (i <= p ? i - 1 : i);  // centre tap first, then the rest
     int64_t fa, fb;
     tap_frames(s, tap, fa, fb);
-    const Operand A{offset(wp, tap * s.c_in, es), K * s.c_in, 0, 0};          // W_t^T stored
+    // A = W_t (C_out x C_in): OTR stores W_t^T column-major, TRO stores W_t column-major
+    const Operand A{w.at(tap, s, es), w.ld(s), 0, 0};
     const Operand B{offset(x, (fa + tap - p) * xf, es), s.c_in, F * xf, xf};  // x frame
     const Operand C{offset(y, fa * yf, es), s.c_out, F * yf, yf};
-    const TfaaStatus st = gemm_items(h, t, es, t, es, CUBLAS_OP_T, CUBLAS_OP_N, s.c_out, s.hw,
+    const TfaaStatus st = gemm_items(h, t, es, t, es, w.tro ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N,
+                                     s.c_out, s.hw,
                                      s.c_in, A, B, C, i == 0 ? beta_first : 1.f, clips, fb - fa,
                                      "temporal_conv1d forward GEMM (channels_last)");
     if (st.cuda != cudaSuccess || st.cublas != 0) return st;
@@ -167,10 +184,12 @@ bool valid_shape(const TfaaConvShape& s) {
 
 using namespace tfaa;
 
-TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wp, const void* bias,
-                                    void* y, TfaaConvShape s, void* cublas_handle,
+TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wk, int weight_layout,
+                                    const void* bias, void* y, TfaaConvShape s, void* cublas_handle,
                                     cudaStream_t stream) {
   if (!valid_shape(s)) return TfaaStatus{cudaErrorInvalidValue, 0, "temporal_conv1d shape"};
+  if (weight_layout != TFAA_W_OTR && weight_layout != TFAA_W_TRO)
+    return TfaaStatus{cudaErrorInvalidValue, 0, "temporal_conv1d weight layout"};
   if (s.batch_frames == 0 || s.c_out == 0 || s.hw == 0) return ok();
   cublasHandle_t h = static_cast<cublasHandle_t>(cublas_handle);
   const TfaaStatus ss = bind_stream(h, stream);
@@ -186,8 +205,9 @@ TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wp, co
     const cudaError_t e = cudaMemsetAsync(y, 0, s.batch_frames * s.c_out * s.hw * elem_size(dtype), stream);
     return TfaaStatus{e, 0, e == cudaSuccess ? nullptr : "temporal_conv1d zero fill"};
   }
-  return s.channels_last ? fwd_channels_last(h, dtype, x, wp, y, s, beta)
-                         : fwd_nchw(h, dtype, x, wp, y, s, beta);
+  const WeightView w{wk, weight_layout == TFAA_W_TRO};
+  return s.channels_last ? fwd_channels_last(h, dtype, x, w, y, s, beta)
+                         : fwd_nchw(h, dtype, x, w, y, s, beta);
 }
 
 int64_t tfaa_conv_dweight_workspace_floats(TfaaConvShape s) {

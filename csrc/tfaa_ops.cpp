@@ -192,6 +192,16 @@ TfaaConvShape conv_shape(const at::Tensor& x, const at::Tensor& weight, int64_t 
   return s;
 }
 
+// The tap-major copy of weight (C_out, C_in, K) that a conv GEMM of `layout` reads (tfaa_kernels.h).
+at::Tensor weight_copy(const at::Tensor& weight, int layout, int dt, cudaStream_t stream) {
+  const at::Tensor w = weight.contiguous();
+  at::Tensor out = at::empty({w.numel()}, w.options());
+  check_cuda(tfaa_conv_weight_relayout(dt, w.data_ptr(), out.data_ptr(), w.size(0), w.size(1),
+                                       w.size(2), layout, stream),
+             "temporal_conv1d weight relayout");
+  return out;
+}
+
 void temporal_conv1d_fwd(const at::Tensor& x, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, int64_t num_frames,
                          const at::Tensor& y) {
@@ -210,8 +220,8 @@ void temporal_conv1d_fwd(const at::Tensor& x, const at::Tensor& weight,
   if (y.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
-  const at::Tensor wp = weight.permute({0, 2, 1}).contiguous();  // (C_out, K, C_in), tiny
-  check_status(tfaa_temporal_conv1d_fwd(dt, x.data_ptr(), wp.data_ptr(),
+  const at::Tensor wk = weight_copy(weight, TFAA_W_OTR, dt, stream);  // (C_out, K, C_in), tiny
+  check_status(tfaa_temporal_conv1d_fwd(dt, x.data_ptr(), wk.data_ptr(), TFAA_W_OTR,
                                         b.defined() ? b.data_ptr() : nullptr, y.data_ptr(), s,
                                         blas_handle(), stream),
                "temporal_conv1d_fwd");
@@ -239,14 +249,14 @@ void temporal_conv1d_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Te
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
 
-  // dx: the same conv run on dy with W'[ci, co, t] = W[co, ci, K-1-t], laid out (C_in, K, C_out).
+  // dx: the same conv run on dy with W'_s[ci, co] = W[co, ci, K-1-s], read as TRO (K, C_out, C_in).
   if (dx.numel() > 0) {
-    const at::Tensor wt = weight.flip({2}).permute({1, 2, 0}).contiguous();
+    const at::Tensor wk = weight_copy(weight, TFAA_W_TRO, dt, stream);
     TfaaConvShape st = s;
     st.c_in = s.c_out;
     st.c_out = s.c_in;
-    check_status(tfaa_temporal_conv1d_fwd(dt, dy.data_ptr(), wt.data_ptr(), nullptr, dx.data_ptr(),
-                                          st, blas_handle(), stream),
+    check_status(tfaa_temporal_conv1d_fwd(dt, dy.data_ptr(), wk.data_ptr(), TFAA_W_TRO, nullptr,
+                                          dx.data_ptr(), st, blas_handle(), stream),
                  "temporal_conv1d_bwd (input gradient)");
   }
   if (dweight.numel() > 0) {

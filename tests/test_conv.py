@@ -652,3 +652,36 @@ def test_auto_shape_rule_keeps_reference_for_small_frames_with_grad(monkeypatch)
     with torch.no_grad():
         assert conv_op._auto_for_shape("cuda", small, w) == "cuda"
     assert conv_op._auto_for_shape("cuda", small.detach(), w) == "cuda"
+
+
+def test_auto_layout_rule_prefers_triton_for_large_channels_last_frames(monkeypatch):
+    """"auto" resolved to "cuda" moves to Triton for channels_last frames >= 32x32 (the CUDA
+    backend's per-tap GEMMs measured slower there), keeps "cuda" for NCHW and for small frames, and
+    stays on "cuda" when Triton cannot run."""
+    from tfaa_kernels import backends
+    from tfaa_kernels.ops import conv as conv_op
+    monkeypatch.setattr(conv_op, "auto_backend",
+                        lambda op, prefs, device: prefs[0] if triton_ok else prefs[1])
+    w = torch.randn(8, 8, 3)
+    large = torch.randn(4, 8, 32, 32)
+    small = torch.randn(4, 8, 16, 16)
+    triton_ok = True
+    assert conv_op._auto_for_shape("cuda", large.contiguous(memory_format=torch.channels_last), w) == "triton"
+    assert conv_op._auto_for_shape("cuda", large, w) == "cuda"
+    assert conv_op._auto_for_shape("cuda", small.contiguous(memory_format=torch.channels_last), w) == "cuda"
+    assert conv_op._auto_for_shape("triton", large.contiguous(memory_format=torch.channels_last), w) == "triton"
+    triton_ok = False
+    assert conv_op._auto_for_shape("cuda", large.contiguous(memory_format=torch.channels_last), w) == "cuda"
+    # the real helper: off CUDA "auto" is always the reference
+    assert backends.auto_backend("temporal_conv1d", ("triton", "cuda"), torch.device("cpu")) == "torch"
+
+
+@pytest.mark.skipif(not CPU_KERNELS, reason="needs the Triton interpreter (TRITON_INTERPRET=1)")
+def test_packed_weights_match_permutes_cpu():
+    """The Triton conv's packed weight copies equal torch's permutes (odd channel counts, K 1/3/5,
+    a non-contiguous weight)."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    for c_out, c_in, kk in ((5, 7, 3), (40, 33, 5), (3, 2, 1)):
+        w = torch.randn(c_out, c_in, 2 * kk)[..., ::2]
+        assert torch.equal(tc._fwd_weight(w), w.permute(2, 1, 0))
+        assert torch.equal(tc._dx_weight(w), w.flip(2).permute(2, 0, 1))

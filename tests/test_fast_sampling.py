@@ -5,7 +5,7 @@ one graph, and argument errors."""
 import pytest
 import torch
 
-from tfaa.fast import FastSamplingConfig, resolve_compile_mode
+from tfaa.fast import FastSamplingConfig, resolve_compile_mode, vae_compile_mode
 from tfaa.models import VideoUNet
 from tfaa.pipeline import TFAAPipeline
 from tfaa.testing import tiny_sd_components
@@ -107,6 +107,10 @@ def test_compile_mode_rules():
         resolve_compile_mode("fastest", torch.device("cpu"))
     desc = FastSamplingConfig(True, True, "reduce-overhead", "inductor", False).describe()
     assert "fused QKV" in desc and "reduce-overhead" in desc
+    # the chunked VAE decode never runs under CUDA graphs (their outputs are overwritten per replay)
+    assert vae_compile_mode("reduce-overhead") == "default"
+    assert vae_compile_mode("max-autotune") == "max-autotune-no-cudagraphs"
+    assert vae_compile_mode("default") == "default"
 
 
 def test_cli_fast_flag():
@@ -131,4 +135,21 @@ def test_fast_matches_normal_cuda_bf16(tmp_path):
     replay = pipe(**args).frames
     assert rel(first, normal) < 2e-2, rel(first, normal)
     assert rel(replay, normal) < 2e-2, rel(replay, normal)
+    torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+def test_fast_compiled_vae_chunked_decode_cuda_bf16(tmp_path):
+    """compile_vae with a decode chunk smaller than the video (chunks 2, 2, 1): every chunk's frames
+    survive the next chunk's decode (a CUDA-graphed decoder overwrote them) and match normal mode."""
+    torch._dynamo.reset()
+    pipe = make_pipe(tmp_path).to("cuda", torch.bfloat16)
+    args = {**ARGS, "num_frames": 5, "height": 64, "width": 64, "num_inference_steps": 2,
+            "decode_chunk_size": 2}
+    normal = pipe(**args).frames
+    cfg = pipe.enable_fast_sampling(compile_vae=True)
+    assert cfg.compile_vae
+    for _ in range(2):  # compiling call, then replays
+        fast = pipe(**args).frames
+        assert rel(fast, normal) < 2e-2, rel(fast, normal)
     torch._dynamo.reset()

@@ -115,6 +115,18 @@ def available_backends(device: Optional[torch.device | str] = None) -> List[str]
     return [b for b in BACKENDS if backend_runs_on(b, torch.device(device))]
 
 
+def auto_backend(op: str, preference: Tuple[str, ...], device: torch.device) -> str:
+    """The first backend of ``preference`` that "auto" may use for ``op`` on ``device`` (available,
+    implementing the op, and for "cuda" prebuilt); "torch" when none is, and always off CUDA."""
+    if device.type != "cuda":
+        return "torch"
+    for cand in preference:
+        if (cand == "torch" or _AUTO_OK.get(cand, False)) and backend_runs_on(cand, device) \
+                and has_impl(op, cand):
+            return cand
+    return "torch"
+
+
 def resolve_backend(backend: str, op: str, device: torch.device) -> str:
     """Turn the user's ``backend`` argument into a concrete backend for ``op`` on ``device``.
 
@@ -124,13 +136,7 @@ def resolve_backend(backend: str, op: str, device: torch.device) -> str:
     if not isinstance(backend, str) or backend not in _CHOICES:
         raise ValueError(f"backend must be one of {_CHOICES}, got {backend!r}")
     if backend == "auto":
-        if device.type != "cuda":
-            return "torch"
-        for cand in AUTO_PREFERENCE[op]:
-            if (cand == "torch" or _AUTO_OK.get(cand, False)) and backend_runs_on(cand, device) \
-                    and has_impl(op, cand):
-                return cand
-        return "torch"
+        return auto_backend(op, AUTO_PREFERENCE[op], device)
     if not backend_runs_on(backend, device):
         if backend == "triton":
             raise ValueError(

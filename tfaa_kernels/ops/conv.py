@@ -28,7 +28,7 @@ from .. import reference
 from .._autocast import autocast_inputs
 from .._layout import memory_format_of
 from .._validation import check_dtype, check_group_norm_args, check_num_frames, check_same, check_tensor
-from ..backends import get_impl, has_impl, resolve_backend
+from ..backends import auto_backend, get_impl, has_impl, resolve_backend
 from .group_norm import group_norm_silu
 
 
@@ -181,10 +181,23 @@ temporal_conv1d_gn_silu_fwd.register_autograd(_backward_fused, setup_context=_se
 _AUTO_MIN_PIXELS_WITH_GRAD = 1024
 
 
+# On channels_last frames the CUDA backend runs one cuBLAS GEMM per tap (K passes over y; NCHW
+# stacks the taps into one GEMM), which measured slower than the Triton implicit GEMM from 32x32 up
+# (S6-run 1, H100, bf16, no grad, GN+SiLU+conv layer of the temporal conv block, GPU time:
+# 64x64 C320 cuda 0.463 / triton 0.301 ms, 32x32 C640 0.286 / 0.227) and faster below (16x16 C1280
+# 0.200 / 0.236, 8x8 0.093 / 0.125). So "auto" takes Triton there. Fast sampling runs the UNet in
+# channels_last, so this is its path.
+_AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST = 1024
+
+
 def _auto_for_shape(be: str, x: Tensor, weight: Tensor) -> str:
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if be != "torch" and needs_grad and x.shape[2] * x.shape[3] < _AUTO_MIN_PIXELS_WITH_GRAD:
+    hw = x.shape[2] * x.shape[3]
+    if be != "torch" and needs_grad and hw < _AUTO_MIN_PIXELS_WITH_GRAD:
         return "torch"
+    if be == "cuda" and hw >= _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST \
+            and memory_format_of(x) == torch.channels_last:
+        return auto_backend("temporal_conv1d", ("triton", "cuda"), x.device)
     return be
 
 

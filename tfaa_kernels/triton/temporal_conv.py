@@ -500,14 +500,49 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
     return dw, bpart[0] if split == 1 else bpart.sum(0)
 
 
+@triton.jit
+def _tap_major_kernel(w_ptr, out_ptr, C_OUT, C_IN, KT, so_t, so_o, so_i,
+                      FLIP: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr):
+    """out[t', co, ci] = w[co, ci, t] (w contiguous (C_OUT, C_IN, KT); out through its strides;
+    t' = KT-1-t with FLIP). One (co, ci) tile per program, all taps; Triton stages the tile through
+    shared memory when the store's contiguous axis differs from the load's."""
+    co = tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    ci = tl.program_id(1) * BLOCK_CI + tl.arange(0, BLOCK_CI)
+    mask = (co < C_OUT)[:, None] & (ci < C_IN)[None, :]
+    src = w_ptr + (co.to(tl.int64)[:, None] * C_IN + ci[None, :]) * KT
+    dst = out_ptr + co.to(tl.int64)[:, None] * so_o + ci.to(tl.int64)[None, :] * so_i
+    for t in range(0, KT):
+        tt = KT - 1 - t if FLIP else t
+        tl.store(dst + tt * so_t, tl.load(src + t, mask=mask), mask=mask)
+
+
+def _tap_major(weight: torch.Tensor, out_shape, perm, flip: bool) -> torch.Tensor:
+    """The packed copy of ``weight`` (C_out, C_in, K) that a GEMM reads: a contiguous tensor of
+    ``out_shape`` whose dims are ``perm`` of (tap, C_out, C_in) (taps reversed with ``flip``), in
+    one pass (torch's strided permute copy of the S2 weight, 9.8 MB, took ~25 us on an H100)."""
+    c_out, c_in, kt = weight.shape
+    w = weight.contiguous()
+    out = empty(out_shape, weight.dtype, weight.device)
+    strides = [0, 0, 0]
+    for dim, axis in enumerate(perm):
+        strides[axis] = out.stride(dim)
+    if out.numel():
+        grid = (cdiv(c_out, 32), cdiv(c_in, 32))
+        _tap_major_kernel[grid](w, out, c_out, c_in, kt, *strides, FLIP=flip, BLOCK_CO=32, BLOCK_CI=32)
+    return out
+
+
 def _fwd_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(C_out, C_in, K) -> packed (K, C_in, C_out) for the forward GEMM."""
-    return weight.permute(2, 1, 0).contiguous()
+    """(C_out, C_in, K) -> packed (K, C_in, C_out) for the forward GEMM (= weight.permute(2, 1, 0))."""
+    c_out, c_in, kt = weight.shape
+    return _tap_major(weight, (kt, c_in, c_out), (0, 2, 1), flip=False)
 
 
 def _dx_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(C_out, C_in, K) -> transposed, tap-flipped (K, C_out, C_in) for the input-gradient GEMM."""
-    return weight.flip(2).permute(2, 0, 1).contiguous()
+    """(C_out, C_in, K) -> transposed, tap-flipped (K, C_out, C_in) for the input-gradient GEMM
+    (= weight.flip(2).permute(2, 0, 1))."""
+    c_out, c_in, kt = weight.shape
+    return _tap_major(weight, (kt, c_out, c_in), (0, 1, 2), flip=True)
 
 
 def _bias_grad(db: Optional[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
