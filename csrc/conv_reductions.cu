@@ -1,7 +1,7 @@
 // Elementwise and reduction kernels of the temporal conv: the bias pre-fill of the forward, the
 // tap-major weight copies the GEMMs read, the sum of the weight-gradient partial matrices, and the
-// bias gradient. All deterministic (fixed
-// reduction order, no atomics), fp32 accumulation, int64 indexing.
+// bias gradient. All deterministic (fixed reduction order, no atomics), fp32 accumulation, int64
+// indexing.
 //
 // Layouts: y / dy are (N, C, HW) per frame, NCHW (element (n, c, i) at (n*C + c)*HW + i) or
 // channels_last (at (n*HW + i)*C + c), contiguous.
