@@ -516,13 +516,13 @@ def _tap_major_kernel(w_ptr, out_ptr, C_OUT, C_IN, KT, so_t, so_o, so_i,
         tl.store(dst + tt * so_t, tl.load(src + t, mask=mask), mask=mask)
 
 
-def _tap_major(weight: torch.Tensor, out_shape, perm, flip: bool) -> torch.Tensor:
-    """The packed copy of ``weight`` (C_out, C_in, K) that a GEMM reads: a contiguous tensor of
-    ``out_shape`` whose dims are ``perm`` of (tap, C_out, C_in) (taps reversed with ``flip``), in
-    one pass (torch's strided permute copy of the S2 weight, 9.8 MB, took ~25 us on an H100)."""
+def _tap_major(weight: torch.Tensor, perm, flip: bool) -> torch.Tensor:
+    """The packed copy of ``weight`` (C_out, C_in, K) that a GEMM reads: a contiguous tensor whose
+    dims are ``perm`` of (tap, C_out, C_in) (taps reversed with ``flip``), in one pass (torch's
+    strided permute copy of the S2 weight, 9.8 MB, took ~25 us on an H100)."""
     c_out, c_in, kt = weight.shape
     w = weight.contiguous()
-    out = empty(out_shape, weight.dtype, weight.device)
+    out = empty(tuple((kt, c_out, c_in)[axis] for axis in perm), weight.dtype, weight.device)
     strides = [0, 0, 0]
     for dim, axis in enumerate(perm):
         strides[axis] = out.stride(dim)
@@ -534,15 +534,13 @@ def _tap_major(weight: torch.Tensor, out_shape, perm, flip: bool) -> torch.Tenso
 
 def _fwd_weight(weight: torch.Tensor) -> torch.Tensor:
     """(C_out, C_in, K) -> packed (K, C_in, C_out) for the forward GEMM (= weight.permute(2, 1, 0))."""
-    c_out, c_in, kt = weight.shape
-    return _tap_major(weight, (kt, c_in, c_out), (0, 2, 1), flip=False)
+    return _tap_major(weight, (0, 2, 1), flip=False)
 
 
 def _dx_weight(weight: torch.Tensor) -> torch.Tensor:
     """(C_out, C_in, K) -> transposed, tap-flipped (K, C_out, C_in) for the input-gradient GEMM
     (= weight.flip(2).permute(2, 0, 1))."""
-    c_out, c_in, kt = weight.shape
-    return _tap_major(weight, (kt, c_out, c_in), (0, 1, 2), flip=True)
+    return _tap_major(weight, (0, 1, 2), flip=True)
 
 
 def _bias_grad(db: Optional[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
