@@ -486,6 +486,30 @@ def test_kernel_gpu(backend, dtype, layout, num_frames, c_in, c_out, h, w, kk, p
     check_against_reference(x, wt, b, num_frames, backend, TOL[dtype])
 
 
+def _gemm_configs_16():
+    """The GEMM kernel's 16-bit (tensor-core, BLOCK_CI = 64) configurations, by index and name."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    return [(i, "{BLOCK_P}x{BLOCK_CO}x{BLOCK_CI}".format(**c.kwargs) + f"_w{c.num_warps}_s{c.num_stages}")
+            for i, c in enumerate(tc._gemm_configs()) if c.kwargs["BLOCK_CI"] == 64]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", [i for i, _ in _gemm_configs_16()], ids=[n for _, n in _gemm_configs_16()])
+@pytest.mark.parametrize("case", ["nchw_k3", "channels_last_k5_fused"])
+def test_every_gemm_config_gpu(index, case, poison, monkeypatch):
+    """Each bf16 configuration the autotuner may pick (the GPU tests otherwise run the first one
+    only, TFAA_AUTOTUNE=0), forced, forward and gradients: pixel and channel tails, odd clips."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setattr(tc, "_GEMM_FORCE", tc._gemm_configs()[index])
+    if case == "nchw_k3":
+        x, wt, b = make_inputs(2 * 5, 96, 136, 9, 11, 3, dtype=torch.bfloat16, device="cuda")
+        check_against_reference(x, wt, b, 5, "triton", 2e-2)
+    else:
+        x, wt, b = make_inputs(2 * 4, 64, 72, 7, 9, 5, dtype=torch.bfloat16, device="cuda", layout="channels_last")
+        norm = make_norm(64, 16, dtype=torch.bfloat16, device="cuda")
+        check_against_reference(x, wt, b, 4, "triton", 2e-2, norm=norm, activation="silu")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", GPU_KERNELS or ["triton"])
 @pytest.mark.parametrize("view", ["channel_slice", "spatial_crop"])

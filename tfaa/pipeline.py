@@ -32,6 +32,18 @@ class TFAAPipelineOutput(BaseOutput):
     frames: Any
 
 
+def _to_host(video: torch.Tensor) -> torch.Tensor:
+    """``video`` on the CPU. From a GPU through page-locked memory (torch's caching host allocator
+    reuses the buffer across calls): a plain ``.cpu()`` of a 16-frame 512 px video (50 MB of fp32)
+    stages through pageable memory and touches a fresh buffer's pages on every call."""
+    if video.device.type != "cuda":
+        return video.cpu()
+    host = torch.empty(video.shape, dtype=video.dtype, pin_memory=True)
+    host.copy_(video, non_blocking=True)
+    torch.cuda.current_stream(video.device).synchronize()
+    return host
+
+
 class TFAAPipeline(DiffusionPipeline):
     """Text-to-video pipeline: ``vae``, ``text_encoder``, ``tokenizer``, ``unet`` (a VideoUNet),
     ``scheduler`` (DDIM by default in :meth:`from_sd`; any diffusers scheduler works)."""
@@ -193,7 +205,7 @@ class TFAAPipeline(DiffusionPipeline):
         latents: Optional[torch.Tensor] = None,
         eta: float = 0.0,
         output_type: str = "np",
-        decode_chunk_size: int = 8,
+        decode_chunk_size: int = 16,
         callback_on_step_end: Optional[Callable[["TFAAPipeline", int, Any, Dict], Dict]] = None,
         callback_on_step_end_tensor_inputs: List[str] = ("latents",),
         return_dict: bool = True,
@@ -209,7 +221,9 @@ class TFAAPipeline(DiffusionPipeline):
             generator / seed: noise source (``seed`` makes a CPU generator; same video on any device).
             latents: initial noise ``(B, F, 4, h, w)`` or ``(B*F, 4, h, w)`` instead of sampling it.
             eta: DDIM eta. output_type: ``"np"``, ``"pt"``, ``"pil"`` or ``"latent"``.
-            decode_chunk_size: frames per VAE decode call.
+            decode_chunk_size: frames per VAE decode call (default 16, as AnimateDiffPipeline; fewer
+                lower the decoder's peak memory; with fast mode's compiled decoder on an H100 a 16-frame
+                512 px video decoded in 107 ms in one chunk against 139 ms in 8-frame chunks).
             callback_on_step_end: ``fn(pipe, step, timestep, {name: tensor}) -> dict`` after each step;
                 returned ``"latents"`` replace the current ones.
             callback_on_step_end_tensor_inputs: names passed to the callback (``"latents"``, ``"prompt_embeds"``).
@@ -242,15 +256,21 @@ class TFAAPipeline(DiffusionPipeline):
         step_kwargs = self._step_kwargs(generator, eta)
 
         timesteps = self.scheduler.timesteps
+        # The scheduler gets each timestep as a host scalar: schedulers index host tables with it and
+        # branch on it (DDIM: ``alphas_cumprod[t]``, ``if prev_t >= 0``), which with a device tensor
+        # waits for the GPU at every step, so the host could not queue step i+1 while step i runs.
+        # The UNet keeps the device tensor (a compiled UNet would specialise on a Python int).
+        timesteps_host = timesteps.cpu()
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
+                t_host = timesteps_host[i]
                 model_in = torch.cat([latents] * 2) if do_cfg else latents
-                model_in = self.scheduler.scale_model_input(model_in, t)
+                model_in = self.scheduler.scale_model_input(model_in, t_host)
                 noise = self.unet(model_in, t, prompt_embeds, num_frames=num_frames, return_dict=False)[0]
                 if do_cfg:
                     uncond, cond = noise.chunk(2)
                     noise = uncond + guidance_scale * (cond - uncond)
-                latents = self.scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+                latents = self.scheduler.step(noise, t_host, latents, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "prompt_embeds": prompt_embeds}
                     out = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
@@ -261,7 +281,7 @@ class TFAAPipeline(DiffusionPipeline):
             frames = latents.reshape(batch, num_frames, *latents.shape[1:])
         else:
             video = self.decode_latents(latents, decode_chunk_size)
-            video = video.reshape(batch, num_frames, *video.shape[1:]).cpu()
+            video = _to_host(video.reshape(batch, num_frames, *video.shape[1:]))
             if output_type == "pt":
                 frames = video
             else:

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=8.0, help="frames per second of the written file")
     p.add_argument("--scheduler", choices=("ddim", "model"), default="ddim",
                    help="DDIM (default) or the scheduler saved with the model")
-    p.add_argument("--decode-chunk-size", type=int, default=8, help="frames per VAE decode call")
+    p.add_argument("--decode-chunk-size", type=int, default=16,
+                   help="frames per VAE decode call (fewer: less decoder memory)")
     p.add_argument("--device", default=None,
                    help="torch device (default: this process' accelerate device: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None,

@@ -357,6 +357,17 @@ def _conv_dw_kernel(
 
 # ----------------------------------------------------------------------------------- host side
 _INTERP_GEMM = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16}
+# A GEMM configuration forced on the GPU, bypassing the autotuner (a ``triton.Config``; the GPU
+# tests run every one of _gemm_configs() through it). None: autotuned.
+_GEMM_FORCE: Optional[triton.Config] = None
+
+
+def _forced(kernel, config: Optional[triton.Config]):
+    """(kernel to launch, its meta): the autotuned kernel and no meta, or with a forced ``config``
+    the JIT function under the autotuner and the config's meta."""
+    if config is None:
+        return kernel, {}
+    return kernel.fn, dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _dtype_key(t: torch.Tensor) -> int:
@@ -384,12 +395,15 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     sy_h, sy_w, flat_y = _pixel_strides(y)
     prologue = scale is not None
     dummy = x  # never dereferenced when the matching flag is off
-    meta = dict(_INTERP_GEMM) if triton_interpret() else {}
+    if triton_interpret():
+        kernel, meta = _conv_gemm_kernel, dict(_INTERP_GEMM)
+    else:
+        kernel, meta = _forced(_conv_gemm_kernel, _GEMM_FORCE)
 
     def grid(m):
         return (cdiv(c_out, m["BLOCK_CO"]) * cdiv(h * w, m["BLOCK_P"]) * n,)
 
-    _launch(_conv_gemm_kernel, grid, (
+    _launch(kernel, grid, (
         x, wpack, bias if bias is not None else dummy, y,
         scale if prologue else dummy, shift if prologue else dummy,
         x.stride(0), x.stride(1), sx_h, sx_w, y.stride(0), y.stride(1), sy_h, sy_w,
