@@ -664,38 +664,44 @@ def test_autocast_casts_inputs_like_nn_conv():
     assert w.grad.dtype == torch.float32 and b.grad is not None
 
 
+def _fake_auto_backend(available):
+    """backends.auto_backend as if exactly ``available`` could run: the first of the preference."""
+    return lambda op, preference, device: next((b for b in preference if b in available), "torch")
+
+
 def test_auto_shape_rule_keeps_reference_for_small_frames_with_grad(monkeypatch):
     """backend="auto" with gradients on frames < 32x32 takes the reference (measured faster there);
-    forward-only or large frames keep the kernel backend "auto" resolved to."""
+    forward-only or large frames keep the kernel backend of AUTO_PREFERENCE."""
     from tfaa_kernels.ops import conv as conv_op
+    monkeypatch.setattr(conv_op, "auto_backend", _fake_auto_backend({"torch", "triton", "cuda"}))
     small = torch.randn(4, 8, 4, 4, requires_grad=True)
     large = torch.randn(4, 8, 32, 32, requires_grad=True)
     w = torch.randn(8, 8, 3)
-    assert conv_op._auto_for_shape("triton", small, w) == "torch"
-    assert conv_op._auto_for_shape("triton", large, w) == "triton"
+    assert conv_op._auto_for_shape(small, w) == "torch"
+    assert conv_op._auto_for_shape(large, w) == "cuda"
     with torch.no_grad():
-        assert conv_op._auto_for_shape("cuda", small, w) == "cuda"
-    assert conv_op._auto_for_shape("cuda", small.detach(), w) == "cuda"
+        assert conv_op._auto_for_shape(small, w) == "cuda"
+    assert conv_op._auto_for_shape(small.detach(), w) == "cuda"
+    monkeypatch.setattr(conv_op, "auto_backend", _fake_auto_backend({"torch", "triton"}))
+    assert conv_op._auto_for_shape(large, w) == "triton"
 
 
 def test_auto_layout_rule_prefers_triton_for_large_channels_last_frames(monkeypatch):
-    """"auto" resolved to "cuda" moves to Triton for channels_last frames >= 32x32 (the CUDA
-    backend's per-tap GEMMs measured slower there), keeps "cuda" for NCHW and for small frames, and
-    stays on "cuda" when Triton cannot run."""
+    """"auto" puts Triton before CUDA for channels_last frames >= 32x32 (the CUDA backend's per-tap
+    GEMMs measured slower there), keeps AUTO_PREFERENCE's "cuda" first for NCHW and for small
+    frames, and stays on "cuda" when Triton cannot run."""
     from tfaa_kernels import backends
     from tfaa_kernels.ops import conv as conv_op
-    monkeypatch.setattr(conv_op, "auto_backend",
-                        lambda op, prefs, device: prefs[0] if triton_ok else prefs[1])
     w = torch.randn(8, 8, 3)
     large = torch.randn(4, 8, 32, 32)
     small = torch.randn(4, 8, 16, 16)
-    triton_ok = True
-    assert conv_op._auto_for_shape("cuda", large.contiguous(memory_format=torch.channels_last), w) == "triton"
-    assert conv_op._auto_for_shape("cuda", large, w) == "cuda"
-    assert conv_op._auto_for_shape("cuda", small.contiguous(memory_format=torch.channels_last), w) == "cuda"
-    assert conv_op._auto_for_shape("triton", large.contiguous(memory_format=torch.channels_last), w) == "triton"
-    triton_ok = False
-    assert conv_op._auto_for_shape("cuda", large.contiguous(memory_format=torch.channels_last), w) == "cuda"
+    cl = torch.channels_last
+    monkeypatch.setattr(conv_op, "auto_backend", _fake_auto_backend({"torch", "triton", "cuda"}))
+    assert conv_op._auto_for_shape(large.contiguous(memory_format=cl), w) == "triton"
+    assert conv_op._auto_for_shape(large, w) == "cuda"
+    assert conv_op._auto_for_shape(small.contiguous(memory_format=cl), w) == "cuda"
+    monkeypatch.setattr(conv_op, "auto_backend", _fake_auto_backend({"torch", "cuda"}))
+    assert conv_op._auto_for_shape(large.contiguous(memory_format=cl), w) == "cuda"
     # the real helper: off CUDA "auto" is always the reference
     assert backends.auto_backend("temporal_conv1d", ("triton", "cuda"), torch.device("cpu")) == "torch"
 

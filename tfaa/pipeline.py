@@ -261,10 +261,8 @@ class TFAAPipeline(DiffusionPipeline):
         # branch on it (DDIM: ``alphas_cumprod[t]``, ``if prev_t >= 0``), which with a device tensor
         # waits for the GPU at every step, so the host could not queue step i+1 while step i runs.
         # The UNet keeps the device tensor (a compiled UNet would specialise on a Python int).
-        timesteps_host = timesteps.cpu()
         with self.progress_bar(total=len(timesteps)) as progress:
-            for i, t in enumerate(timesteps):
-                t_host = timesteps_host[i]
+            for i, (t, t_host) in enumerate(zip(timesteps, timesteps.cpu())):
                 model_in = torch.cat([latents] * 2) if do_cfg else latents
                 model_in = self.scheduler.scale_model_input(model_in, t_host)
                 noise = self.unet(model_in, t, prompt_embeds, num_frames=num_frames, return_dict=False)[0]

@@ -28,7 +28,7 @@ from .. import reference
 from .._autocast import autocast_inputs
 from .._layout import memory_format_of
 from .._validation import check_dtype, check_group_norm_args, check_num_frames, check_same, check_tensor
-from ..backends import auto_backend, get_impl, has_impl, resolve_backend
+from ..backends import AUTO_PREFERENCE, auto_backend, get_impl, has_impl, resolve_backend
 from .group_norm import group_norm_silu
 
 
@@ -190,15 +190,17 @@ _AUTO_MIN_PIXELS_WITH_GRAD = 1024
 _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST = 1024
 
 
-def _auto_for_shape(be: str, x: Tensor, weight: Tensor) -> str:
+def _auto_for_shape(x: Tensor, weight: Tensor) -> str:
+    """The backend of ``backend="auto"`` for this call's shape: the reference for small frames with
+    gradients, Triton before CUDA for large channels_last frames, else AUTO_PREFERENCE's order."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     hw = x.shape[2] * x.shape[3]
-    if be != "torch" and needs_grad and hw < _AUTO_MIN_PIXELS_WITH_GRAD:
+    if needs_grad and hw < _AUTO_MIN_PIXELS_WITH_GRAD:
         return "torch"
-    if be == "cuda" and hw >= _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST \
-            and memory_format_of(x) == torch.channels_last:
-        return auto_backend("temporal_conv1d", ("triton", "cuda"), x.device)
-    return be
+    preference = AUTO_PREFERENCE["temporal_conv1d"]
+    if hw >= _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST and memory_format_of(x) == torch.channels_last:
+        preference = ("triton",) + tuple(b for b in preference if b != "triton")
+    return auto_backend("temporal_conv1d", preference, x.device)
 
 
 def _fused_backend(backend: str, device: torch.device) -> str:
@@ -252,9 +254,10 @@ def temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_frame
     check_conv_inputs(x, weight, bias, num_frames)
     check_norm(norm, activation, x)
     if norm is None and activation is None:
-        be = resolve_backend(backend, "temporal_conv1d", x.device)
         if backend == "auto":
-            be = _auto_for_shape(be, x, weight)
+            be = _auto_for_shape(x, weight)
+        else:
+            be = resolve_backend(backend, "temporal_conv1d", x.device)
         check_dtype("x", x, be)
         if be == "torch" or x.numel() == 0 or weight.numel() == 0:
             return reference.temporal_conv1d(x, weight, bias, num_frames)

@@ -362,14 +362,6 @@ _INTERP_GEMM = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16}
 _GEMM_FORCE: Optional[triton.Config] = None
 
 
-def _forced(kernel, config: Optional[triton.Config]):
-    """(kernel to launch, its meta): the autotuned kernel and no meta, or with a forced ``config``
-    the JIT function under the autotuner and the config's meta."""
-    if config is None:
-        return kernel, {}
-    return kernel.fn, dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-
-
 def _dtype_key(t: torch.Tensor) -> int:
     return {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[t.dtype]
 
@@ -395,10 +387,12 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     sy_h, sy_w, flat_y = _pixel_strides(y)
     prologue = scale is not None
     dummy = x  # never dereferenced when the matching flag is off
+    kernel, meta = _conv_gemm_kernel, {}
     if triton_interpret():
-        kernel, meta = _conv_gemm_kernel, dict(_INTERP_GEMM)
-    else:
-        kernel, meta = _forced(_conv_gemm_kernel, _GEMM_FORCE)
+        meta = dict(_INTERP_GEMM)
+    elif _GEMM_FORCE is not None:  # the JIT function under the autotuner, with the config's meta
+        kernel = _conv_gemm_kernel.fn
+        meta = dict(_GEMM_FORCE.kwargs, num_warps=_GEMM_FORCE.num_warps, num_stages=_GEMM_FORCE.num_stages)
 
     def grid(m):
         return (cdiv(c_out, m["BLOCK_CO"]) * cdiv(h * w, m["BLOCK_P"]) * n,)
