@@ -40,6 +40,13 @@ def test_frame_position_embedding_any_length():
     assert torch.equal(p24[0], torch.tensor([0.0, 1.0] * 5))
     assert torch.allclose(p24[3, 0], torch.sin(torch.tensor(3.0)))
     assert FramePositionEmbedding(7)(5).shape == (5, 7)
+    for dim in (7, 10):  # the formula of the docstring, odd C ending in a sine
+        got = FramePositionEmbedding(dim)(6)
+        f = torch.arange(6.0)[:, None]
+        expected = torch.stack([torch.sin(f[:, 0] / 10000 ** (2 * (c // 2) / dim)) if c % 2 == 0
+                                else torch.cos(f[:, 0] / 10000 ** (2 * (c // 2) / dim)) for c in range(dim)], 1)
+        torch.testing.assert_close(got, expected)
+        assert got.is_contiguous()
     with pytest.raises(ValueError, match="num_frames"):
         pe(0)
 

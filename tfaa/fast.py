@@ -19,7 +19,13 @@ What it changes, in place, all of it result-preserving up to floating-point reas
    each denoising step's ~1k kernel launches as one graph. Shapes are static (``dynamic=False``):
    a new video size compiles a new graph. In channels_last the temporal convs of frames >= 32x32
    run the Triton kernel under ``backend="auto"`` (tfaa_kernels.ops.conv).
-4. **torch.compile of the VAE decoder** (on CUDA, with the UNet): the same mode without CUDA graphs,
+4. **Up-block GroupNorms as one opaque op** (compiled with inductor, on CUDA with Triton): the first GroupNorm
+   of each up-block ResNet (``norm1``, whose input is the ``torch.cat`` of the upsampled features and
+   the skip connection) runs as the tfaa Triton GroupNorm custom op (:class:`OpaqueGroupNorm`).
+   Inductor otherwise stores that concatenation NCHW (its GroupNorm reduction prefers it) and then
+   reads it back transposed to write the channels_last tensors the convolutions take; an opaque op
+   that takes the eager (channels_last) strides makes it store the concatenation channels_last.
+5. **torch.compile of the VAE decoder** (on CUDA, with the UNet): the same mode without CUDA graphs,
    since the chunked decode concatenates outputs that a graph replay would overwrite.
 
 Everything is applied to the modules themselves, so ``pipe`` keeps its types (``pipe.unet`` is
@@ -32,6 +38,9 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
+from torch import nn
+
+import tfaa_kernels
 
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "none")
 
@@ -45,6 +54,7 @@ class FastSamplingConfig:
     compile_mode: Optional[str]      # None: the UNet is not compiled
     compile_backend: Optional[str]
     compile_vae: bool
+    opaque_up_block_norms: bool = False
 
     def describe(self) -> str:
         parts = []
@@ -54,6 +64,8 @@ class FastSamplingConfig:
             parts.append("channels_last")
         if self.compile_mode is not None:
             parts.append(f"torch.compile(UNet, fullgraph, backend={self.compile_backend}, mode={self.compile_mode})")
+        if self.opaque_up_block_norms:
+            parts.append("up-block GroupNorms as Triton ops")
         if self.compile_vae:
             parts.append("compiled VAE decoder")
         return ", ".join(parts) or "nothing"
@@ -84,6 +96,41 @@ def vae_compile_mode(mode: str) -> str:
     of CUDAGraphs that has been overwritten"). A few large decoder calls per video gain little from
     graphs anyway."""
     return {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
+
+
+class OpaqueGroupNorm(nn.Module):
+    """``nn.GroupNorm`` computed by :func:`tfaa_kernels.group_norm_silu` (no activation) with an
+    explicit backend, so that under torch.compile it stays one custom op (inductor does not
+    decompose it; the op receives its input in eager strides). Holds the wrapped module's
+    ``weight``/``bias`` parameters under the same names (same state_dict keys).
+
+    Input/output: ``(N, C, H, W)``, any memory format (kept)."""
+
+    def __init__(self, norm: nn.GroupNorm, backend: str):
+        super().__init__()
+        self.num_groups, self.num_channels, self.eps = norm.num_groups, norm.num_channels, norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return tfaa_kernels.group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps,
+                                            activation=None, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, backend={self.backend!r}"
+
+
+def make_up_block_norms_opaque(unet, backend: str) -> int:
+    """Replace ``norm1`` (an ``nn.GroupNorm``) of every ResNet in ``unet.up_blocks`` by an
+    :class:`OpaqueGroupNorm` of ``backend``; returns how many were replaced (see the module
+    docstring, item 4). The values are GroupNorm's up to the kernel's floating-point order."""
+    count = 0
+    for block in getattr(unet, "up_blocks", []):
+        for resnet in getattr(block, "resnets", []):
+            if isinstance(getattr(resnet, "norm1", None), nn.GroupNorm):
+                resnet.norm1 = OpaqueGroupNorm(resnet.norm1, backend)
+                count += 1
+    return count
 
 
 def _fuse_projections(module) -> None:
@@ -121,7 +168,10 @@ def enable_fast_sampling(pipe, *, fuse_qkv: bool = True, channels_last: bool = T
         compile_vae = device.type == "cuda"
     config = FastSamplingConfig(fuse_qkv=bool(fuse_qkv), channels_last=bool(channels_last),
                                 compile_mode=mode, compile_backend=compile_backend if mode else None,
-                                compile_vae=bool(compile_vae) and mode is not None)
+                                compile_vae=bool(compile_vae) and mode is not None,
+                                opaque_up_block_norms=(mode is not None and compile_backend == "inductor"
+                                                       and device.type == "cuda"
+                                                       and "triton" in tfaa_kernels.available_backends(device)))
     previous = getattr(pipe, "fast_sampling", None)
     if previous is not None:
         if previous != config:
@@ -135,6 +185,8 @@ def enable_fast_sampling(pipe, *, fuse_qkv: bool = True, channels_last: bool = T
         _fuse_projections(pipe.vae)
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
+    if config.opaque_up_block_norms:
+        make_up_block_norms_opaque(inner, "triton")
     if mode is not None:
         if compile_backend == "inductor":
             # 1x1 convolutions (the ResNets' shortcuts, proj_in/out) as GEMMs: diffusers' SD recipe
