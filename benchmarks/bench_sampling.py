@@ -8,9 +8,10 @@ Measured (medians of triton.testing.do_bench through ``common.median_ms``):
   ``backend="auto"``, ours ``backend="torch"``, ours in fast mode (compiled), UNet2D on the same 32
   frames, UNetMotionModel (SD1.5 UNet2D + MotionAdapter), UNet3DConditionModel (ModelScope config);
 - the same at the thesis' setting, 2x8 frames 256px (32x32 latents);
-- whole-video time of ours (16 frames, 512px, 25 DDIM steps, CFG, VAE decode, SD-size CLIP text
-  encoder and VAE with random weights), normal and fast mode (``pipe.enable_fast_sampling()``);
-  peers' whole-video times are not measured (their pipelines need real tokenizers/weights);
+- whole-video time (16 frames, 512px, 25 DDIM steps, CFG, VAE decode, frames to host; SD-size VAE
+  and CLIP text encoders with random weights, a tokenizer from a tiny vocabulary): ours in normal
+  and fast mode (``pipe.enable_fast_sampling()``), diffusers' AnimateDiffPipeline (UNetMotionModel)
+  and TextToVideoSDPipeline (ModelScope's UNet3DConditionModel, with a 1024-wide text encoder);
 - step time against frame count (8, 16, 32, 64 frames at 512px): ours (auto), UNet2D,
   UNetMotionModel -> ``step_time_vs_frames.png``;
 - the FLOPs per step (FlopCounterMode on the meta device, and an analytic count of what our
@@ -166,12 +167,29 @@ def build_models(scale: Scale, device: torch.device, dtype: torch.dtype) -> Dict
     return models
 
 
+def _text_encoder(tokenizer, config: dict):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **config))
+
+
+def _ready(pipe, device: torch.device, dtype: torch.dtype):
+    """``pipe`` on ``device`` in ``dtype``, its models in eval mode without gradients, no progress bar."""
+    pipe.to(device=device, dtype=dtype)
+    for m in pipe.components.values():
+        if isinstance(m, torch.nn.Module):
+            m.eval().requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def build_pipeline(scale: Scale, ours, device: torch.device, dtype: torch.dtype):
     """A TFAAPipeline around a copy of ``ours`` (so fast mode does not touch the benchmarked model),
     an SD-size VAE and CLIP text encoder with random weights, a tokenizer from a tiny vocabulary and
     SD's DDIM scheduler."""
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from tfaa.models import VideoUNet
     from tfaa.pipeline import TFAAPipeline
@@ -183,16 +201,48 @@ def build_pipeline(scale: Scale, ours, device: torch.device, dtype: torch.dtype)
         unet = VideoUNet.from_unet2d(ours.unet)
         unet.temporal.load_state_dict(ours.temporal.state_dict())
         vae = AutoencoderKL(**scale.vae_config)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, **scale.text_config))
-    pipe = TFAAPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                        scheduler=tiny_scheduler())
-    pipe.to(device=device, dtype=dtype)
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
-        m.eval().requires_grad_(False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+        text_encoder = _text_encoder(tokenizer, scale.text_config)
+    return _ready(TFAAPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                               scheduler=tiny_scheduler()), device, dtype)
+
+
+# whole-video rows of the peers' own pipelines -> their per-step rows (for the time estimate)
+PEER_PIPELINES = {"AnimateDiffPipeline (UNetMotionModel)": "UNetMotionModel (AnimateDiff)",
+                  "TextToVideoSDPipeline (UNet3DConditionModel)": "UNet3DConditionModel (ModelScope)"}
+
+
+def build_peer_pipelines(scale: Scale, motion, unet3d, device: torch.device, dtype: torch.dtype) -> Dict[str, object]:
+    """diffusers' own pipelines around the benchmarked peer UNets, with the same kind of components
+    as ours (random-weight SD-size VAE, CLIP text encoders, tiny-vocabulary tokenizer, SD's DDIM):
+    ``AnimateDiffPipeline`` (UNetMotionModel, 768-wide text encoder) and ``TextToVideoSDPipeline``
+    (UNet3DConditionModel; a 1024-wide, 16-head text encoder like ModelScope's OpenCLIP-H)."""
+    from diffusers import AnimateDiffPipeline, AutoencoderKL, TextToVideoSDPipeline
+
+    from tfaa.testing import tiny_scheduler, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    dim = scale.text_dim_3d
+    with device:
+        torch.manual_seed(2)
+        vae = AutoencoderKL(**scale.vae_config)
+        text_encoder = _text_encoder(tokenizer, scale.text_config)
+        text_encoder_3d = _text_encoder(tokenizer, dict(scale.text_config, hidden_size=dim, projection_dim=dim,
+                                                        intermediate_size=4 * dim, num_attention_heads=16))
+    animatediff, modelscope = PEER_PIPELINES
+    return {
+        animatediff: _ready(AnimateDiffPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=motion, motion_adapter=None,
+            scheduler=tiny_scheduler()), device, dtype),
+        modelscope: _ready(TextToVideoSDPipeline(
+            vae=vae, text_encoder=text_encoder_3d, tokenizer=tokenizer, unet=unet3d,
+            scheduler=tiny_scheduler()), device, dtype),
+    }
+
+
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def n_params(model: torch.nn.Module) -> float:
@@ -260,9 +310,7 @@ def time_step(name: str, kind: str, model, frames: int, pixels: int, scale: Scal
         row.mib = peak_mib(fn)
     except torch.cuda.OutOfMemoryError:
         row.note = "OOM"
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    _free_memory(device)
     return row
 
 
@@ -386,24 +434,33 @@ def _sync():
 
 def time_video(pipe, name: str, scale: Scale, runs: int) -> Tuple[VideoResult, torch.Tensor]:
     """Whole-video wall time (text encoding, ``steps`` DDIM steps with CFG, VAE decode, frames to
-    host as numpy): one untimed first call, then ``runs`` timed ones. Returns the result and the
-    frames of the last run (for the fast-vs-normal comparison)."""
+    host as numpy): one untimed first call, then ``runs`` timed ones. ``pipe`` is ours (``seed``) or
+    a diffusers pipeline (``generator``). Returns the result and the frames of the last run (for the
+    fast-vs-normal comparison)."""
+    from tfaa.pipeline import TFAAPipeline
+
     frames, pixels = scale.main
     res = VideoResult(name)
     kwargs = dict(num_frames=frames, height=pixels, width=pixels, num_inference_steps=scale.steps,
-                  guidance_scale=7.5, seed=0, output_type="np")
+                  guidance_scale=7.5, output_type="np")
+
+    def call():
+        seed = {"seed": 0} if isinstance(pipe, TFAAPipeline) else \
+            {"generator": torch.Generator(pipe.device).manual_seed(0)}
+        return pipe("a cat running", **kwargs, **seed).frames
+
     _sync()
     t0 = time.perf_counter()
-    out = pipe("a cat running", **kwargs).frames
+    out = call()
     _sync()
     res.first_call_s = time.perf_counter() - t0
     for _ in range(runs):
         _sync()
         t0 = time.perf_counter()
-        out = pipe("a cat running", **kwargs).frames
+        out = call()
         _sync()
         res.seconds.append(time.perf_counter() - t0)
-    res.mib = peak_mib(lambda: pipe("a cat running", **kwargs))
+    res.mib = peak_mib(call)
     if not torch.isfinite(torch.as_tensor(out)).all():
         res.note = "non-finite frames (random weights)"
     return res, torch.as_tensor(out)
@@ -453,10 +510,10 @@ def render(step_rows: List[StepRow], videos: List[VideoResult], sweep, flops_tex
                            "params M", "GFLOP/step", "TFLOP/s", "note"], body)]
     if videos:
         frames, pixels = scale.main
-        out += ["", f"**Whole video (ours): {frames} frames, {pixels}px, {scale.steps} DDIM steps, CFG 7.5, "
+        out += ["", f"**Whole video: {frames} frames, {pixels}px, {scale.steps} DDIM steps, CFG 7.5, "
                 "text encoder + VAE decode included, frames to host**", ""]
         out.append(markdown_table(
-            ["mode", "median s", "runs", "first call s (compile/autotune)", "peak MiB", "note"],
+            ["pipeline", "median s", "runs", "first call s (compile/autotune)", "peak MiB", "note"],
             [[v.name, fmt(v.median, 2), len(v.seconds), fmt(v.first_call_s, 1), fmt(v.mib, 0), v.note]
              for v in videos]))
         out.append(f"\nFast mode: {fast_desc}.")
@@ -524,13 +581,13 @@ def run(args) -> str:
     est_video = scale.steps * est_step + 1.0
     if not args.skip_video and budget.fits(5 * est_video + 10, "whole video, normal mode"):
         pipe = build_pipeline(scale, ours, device, dtype)
-        res, normal_frames = time_video(pipe, "normal (backend auto)", scale, args.video_runs)
+        res, normal_frames = time_video(pipe, "ours, normal (backend auto)", scale, args.video_runs)
         videos.append(res)
         log(f"video normal: {fmt(res.median, 2)} s (first call {fmt(res.first_call_s, 1)} s)", budget)
         if budget.fits(args.compile_estimate_s + 5 * est_video, "whole video, fast mode (compile)"):
             cfg = pipe.enable_fast_sampling(compile_backend=args.compile_backend)
             fast_desc = cfg.describe()
-            res, fast_frames = time_video(pipe, "fast (enable_fast_sampling)", scale, args.video_runs)
+            res, fast_frames = time_video(pipe, "ours, fast (enable_fast_sampling)", scale, args.video_runs)
             diff = (fast_frames.float() - normal_frames.float()).abs()
             res.note = (res.note + "; " if res.note else "") + \
                 f"frames vs normal: mean |diff| {diff.mean().item():.2e}, max {diff.max().item():.2e}"
@@ -540,9 +597,18 @@ def run(args) -> str:
             # the compiled UNet's step at the main setting (same inputs as the eager rows)
             step("ours (fast mode, compiled)", "ours", pipe.unet, scale.main, gflop["ours"], params["ours"])
         del pipe
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        _free_memory(device)
+    # the peers' own pipelines (eager, as diffusers runs them), each ~ its step time x steps
+    if not args.skip_video:
+        est = {name: scale.steps * (next((r.ms for r in rows if r.name == row and r.ms), 250.0) / 1e3) + 1.0
+               for name, row in PEER_PIPELINES.items()}
+        if budget.fits(sum(5 * e for e in est.values()) + 10, "whole video, peer pipelines"):
+            for name, pipe in build_peer_pipelines(scale, motion, unet3d, device, dtype).items():
+                res, _ = time_video(pipe, name, scale, args.video_runs)
+                videos.append(res)
+                log(f"video {name}: {fmt(res.median, 2)} s (first call {fmt(res.first_call_s, 1)} s)", budget)
+            del pipe
+            _free_memory(device)
 
     # step time vs frame count
     sweep: Dict[str, Dict[int, Optional[float]]] = {}

@@ -5,7 +5,8 @@ one graph, and argument errors."""
 import pytest
 import torch
 
-from tfaa.fast import FastSamplingConfig, OpaqueGroupNorm, make_up_block_norms_opaque, resolve_compile_mode, vae_compile_mode
+from tfaa.fast import (FastSamplingConfig, OpaqueGroupNorm, make_up_block_norms_opaque, resolve_compile_mode,
+                       vae_compile_mode)
 from tfaa.models import VideoUNet
 from tfaa.pipeline import TFAAPipeline
 from tfaa.testing import tiny_sd_components, tiny_unet
