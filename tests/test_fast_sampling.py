@@ -34,18 +34,23 @@ def rel(a, b):
 
 
 def cuda_bf16_pipes(tmp_path, args):
-    """(pipe in bf16 on CUDA, its fp32 video, its normal-mode bf16 video). "bf16 tolerance" below:
-    fast mode may be at most twice as far from the fp32 video as normal bf16 sampling is (the
-    FlashAttention-style bound; the tiny random model amplifies rounding: rel ~1e-2)."""
-    pipe = make_pipe(tmp_path).to("cuda")
-    fp32 = pipe(**args).frames
-    pipe.to(torch.bfloat16)
-    return pipe, fp32, pipe(**args).frames
+    """(pipe in bf16 on CUDA with backend "auto", its normal-mode video, the bf16 noise yardstick):
+    the yardstick is how far the same pipeline's video moves when its temporal kernels run the torch
+    reference instead (the same math, another summation order). The tiny random model amplifies
+    rounding (its bf16 video is ~0.43 from its fp32 one, S8-run 11), so a fixed bound either sits at
+    the noise floor or lets anything pass; measured yardsticks: 0.015 (3 steps), 0.021 (2 steps +
+    chunked decode) (S8-run 12), with fast mode 0.015 / 0.020 from normal (S8-run 11)."""
+    pipe = make_pipe(tmp_path).to("cuda", torch.bfloat16)
+    normal = pipe(**args).frames
+    pipe.unet.set_backend("torch")
+    noise = rel(pipe(**args).frames, normal)
+    pipe.unet.set_backend("auto")
+    return pipe, normal, noise
 
 
-def assert_within_bf16_tolerance(fast, normal, fp32):
-    bound = 2 * rel(normal, fp32) + 1e-3
-    assert rel(fast, fp32) <= bound, (rel(fast, fp32), rel(normal, fp32))
+def assert_within_bf16_tolerance(fast, normal, noise):
+    """Fast mode may move the video from normal mode's by at most 1.5x the bf16 yardstick."""
+    assert rel(fast, normal) <= 1.5 * noise + 1e-3, (rel(fast, normal), noise)
 
 
 def test_fast_matches_normal_cpu_fp32(tmp_path):
@@ -172,15 +177,15 @@ def test_fast_matches_normal_cuda_bf16(tmp_path):
     bf16 tolerance (:func:`assert_within_bf16_tolerance`), on the compiling call and on a replay."""
     torch._dynamo.reset()
     args = {**ARGS, "num_frames": 5, "height": 64, "width": 64, "num_inference_steps": 3}
-    pipe, fp32, normal = cuda_bf16_pipes(tmp_path, args)
+    pipe, normal, noise = cuda_bf16_pipes(tmp_path, args)
     cfg = pipe.enable_fast_sampling()
     assert cfg.compile_mode == "reduce-overhead" and cfg.compile_backend == "inductor"
     assert cfg.opaque_up_block_norms
     assert isinstance(pipe.unet.unet.up_blocks[-1].resnets[0].norm1, OpaqueGroupNorm)
     first = pipe(**args).frames
     replay = pipe(**args).frames
-    assert_within_bf16_tolerance(first, normal, fp32)
-    assert_within_bf16_tolerance(replay, normal, fp32)
+    assert_within_bf16_tolerance(first, normal, noise)
+    assert_within_bf16_tolerance(replay, normal, noise)
     torch._dynamo.reset()
 
 
@@ -191,10 +196,10 @@ def test_fast_compiled_vae_chunked_decode_cuda_bf16(tmp_path):
     torch._dynamo.reset()
     args = {**ARGS, "num_frames": 5, "height": 64, "width": 64, "num_inference_steps": 2,
             "decode_chunk_size": 2}
-    pipe, fp32, normal = cuda_bf16_pipes(tmp_path, args)
+    pipe, normal, noise = cuda_bf16_pipes(tmp_path, args)
     cfg = pipe.enable_fast_sampling(compile_vae=True)
     assert cfg.compile_vae
     for _ in range(2):  # compiling call, then replays
         fast = pipe(**args).frames
-        assert_within_bf16_tolerance(fast, normal, fp32)
+        assert_within_bf16_tolerance(fast, normal, noise)
     torch._dynamo.reset()
