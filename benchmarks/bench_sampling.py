@@ -175,6 +175,19 @@ def _text_encoder(tokenizer, config: dict):
         pad_token_id=tokenizer.pad_token_id, **config))
 
 
+def _sd_components(scale: Scale, device: torch.device, seed: int):
+    """(tokenizer, vae, text_encoder): a tokenizer from a tiny vocabulary, SD-size AutoencoderKL and
+    CLIP text encoder (``scale``'s configs) with random weights drawn after ``manual_seed(seed)``."""
+    from diffusers import AutoencoderKL
+
+    from tfaa.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    with device:
+        torch.manual_seed(seed)
+        return tokenizer, AutoencoderKL(**scale.vae_config), _text_encoder(tokenizer, scale.text_config)
+
+
 def _ready(pipe, device: torch.device, dtype: torch.dtype):
     """``pipe`` on ``device`` in ``dtype``, its models in eval mode without gradients, no progress bar."""
     pipe.to(device=device, dtype=dtype)
@@ -189,19 +202,14 @@ def build_pipeline(scale: Scale, ours, device: torch.device, dtype: torch.dtype)
     """A TFAAPipeline around a copy of ``ours`` (so fast mode does not touch the benchmarked model),
     an SD-size VAE and CLIP text encoder with random weights, a tokenizer from a tiny vocabulary and
     SD's DDIM scheduler."""
-    from diffusers import AutoencoderKL
-
     from tfaa.models import VideoUNet
     from tfaa.pipeline import TFAAPipeline
-    from tfaa.testing import tiny_scheduler, tiny_tokenizer
+    from tfaa.testing import tiny_scheduler
 
-    tokenizer = tiny_tokenizer()
     with device:
-        torch.manual_seed(1)
         unet = VideoUNet.from_unet2d(ours.unet)
         unet.temporal.load_state_dict(ours.temporal.state_dict())
-        vae = AutoencoderKL(**scale.vae_config)
-        text_encoder = _text_encoder(tokenizer, scale.text_config)
+    tokenizer, vae, text_encoder = _sd_components(scale, device, seed=1)
     return _ready(TFAAPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                scheduler=tiny_scheduler()), device, dtype)
 
@@ -216,16 +224,13 @@ def build_peer_pipelines(scale: Scale, motion, unet3d, device: torch.device, dty
     as ours (random-weight SD-size VAE, CLIP text encoders, tiny-vocabulary tokenizer, SD's DDIM):
     ``AnimateDiffPipeline`` (UNetMotionModel, 768-wide text encoder) and ``TextToVideoSDPipeline``
     (UNet3DConditionModel; a 1024-wide, 16-head text encoder like ModelScope's OpenCLIP-H)."""
-    from diffusers import AnimateDiffPipeline, AutoencoderKL, TextToVideoSDPipeline
+    from diffusers import AnimateDiffPipeline, TextToVideoSDPipeline
 
-    from tfaa.testing import tiny_scheduler, tiny_tokenizer
+    from tfaa.testing import tiny_scheduler
 
-    tokenizer = tiny_tokenizer()
+    tokenizer, vae, text_encoder = _sd_components(scale, device, seed=2)
     dim = scale.text_dim_3d
     with device:
-        torch.manual_seed(2)
-        vae = AutoencoderKL(**scale.vae_config)
-        text_encoder = _text_encoder(tokenizer, scale.text_config)
         text_encoder_3d = _text_encoder(tokenizer, dict(scale.text_config, hidden_size=dim, projection_dim=dim,
                                                         intermediate_size=4 * dim, num_attention_heads=16))
     animatediff, modelscope = PEER_PIPELINES
