@@ -262,6 +262,27 @@ def test_dw_ring_fused_cpu(backend, layout, num_frames, kk, poison, monkeypatch)
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("tma", [0, 1])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("num_frames,kk,ring,fused", [(3, 3, 0, False), (5, 5, 1, False), (1, 3, 0, True),
+                                                      (4, 3, 1, True)])
+def test_tma_and_pointer_paths_cpu(backend, tma, layout, num_frames, kk, ring, fused, poison, monkeypatch):
+    """Both ways the GEMM and weight-gradient kernels read frames, on shapes a TMA descriptor can tile
+    (fp32: pixel rows / channel rows of 16-byte multiples): 20 pixels = 16 + a tail of 4, channels
+    24 and 40 = 16-blocks + tails, out-of-clip taps that the descriptor must read as zeros."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    from tfaa_kernels.triton._tma import tma_orientation
+    monkeypatch.setitem(tc._INTERP_GEMM, "TMA", tma)
+    monkeypatch.setitem(tc._INTERP_DW, "TMA", tma)
+    monkeypatch.setitem(tc._INTERP_DW, "RING", ring)
+    x, wt, b = make_inputs(2 * num_frames, 24, 40, 4, 5, kk, layout=layout)
+    assert tma_orientation(x.detach(), num_frames) is (layout == "channels_last")
+    norm = make_norm(24, 4) if fused else None
+    check_against_reference(x, wt, b, num_frames, backend, 1e-5, norm=norm, activation="silu" if fused else None)
+    _dw_against_reference(backend, layout, num_frames, kk, fused, c_in=24, c_out=40, h=4, w=5)
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
 @pytest.mark.parametrize("fused", [False, True])
 def test_bias_grad_flag_cpu(backend, fused, poison):
     """need_bias_grad=False: dbias is zeros (C_out,) in weight's dtype and dweight is bitwise the
@@ -493,21 +514,52 @@ def _gemm_configs_16():
             for i, c in enumerate(tc._gemm_configs()) if c.kwargs["BLOCK_CI"] == 64]
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("index", [i for i, _ in _gemm_configs_16()], ids=[n for _, n in _gemm_configs_16()])
-@pytest.mark.parametrize("case", ["nchw_k3", "channels_last_k5_fused"])
-def test_every_gemm_config_gpu(index, case, poison, monkeypatch):
-    """Each bf16 configuration the autotuner may pick (the GPU tests otherwise run the first one
-    only, TFAA_AUTOTUNE=0), forced, forward and gradients: pixel and channel tails, odd clips."""
+def _dw_configs_16():
+    """The weight-gradient kernel's 16-bit (8-warp) configurations, by index and name."""
     from tfaa_kernels.triton import temporal_conv as tc
-    monkeypatch.setattr(tc, "_GEMM_FORCE", tc._gemm_configs()[index])
-    if case == "nchw_k3":
-        x, wt, b = make_inputs(2 * 5, 96, 136, 9, 11, 3, dtype=torch.bfloat16, device="cuda")
+    return [(i, "ring{RING}_tma{TMA}".format(**c.kwargs) + f"_w{c.num_warps}_s{c.num_stages}")
+            for i, c in enumerate(tc._dw_configs()) if c.num_warps == 8]
+
+
+def _gemm_and_dw_cases(case):
+    """Forward and gradients on shapes with pixel and channel tails and odd clips: nchw_k3 (99 pixels,
+    too narrow a row for a TMA descriptor: the pointer path), nchw_k3_tma (80 pixels, descriptors
+    where the config asks), channels_last_k5_fused (64 -> 72 channels, descriptor-aligned rows)."""
+    from tfaa_kernels.triton._tma import tma_orientation
+    if case.startswith("nchw_k3"):
+        h, w = (9, 11) if case == "nchw_k3" else (8, 10)
+        x, wt, b = make_inputs(2 * 5, 96, 136, h, w, 3, dtype=torch.bfloat16, device="cuda")
+        assert tma_orientation(x.detach(), 5) is (None if case == "nchw_k3" else False)
         check_against_reference(x, wt, b, 5, "triton", 2e-2)
     else:
         x, wt, b = make_inputs(2 * 4, 64, 72, 7, 9, 5, dtype=torch.bfloat16, device="cuda", layout="channels_last")
+        assert tma_orientation(x.detach(), 4) is True
         norm = make_norm(64, 16, dtype=torch.bfloat16, device="cuda")
         check_against_reference(x, wt, b, 4, "triton", 2e-2, norm=norm, activation="silu")
+
+
+GEMM_DW_CASES = ["nchw_k3", "nchw_k3_tma", "channels_last_k5_fused"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", [i for i, _ in _gemm_configs_16()], ids=[n for _, n in _gemm_configs_16()])
+@pytest.mark.parametrize("case", GEMM_DW_CASES)
+def test_every_gemm_config_gpu(index, case, poison, monkeypatch):
+    """Each bf16 GEMM configuration the autotuner may pick (the GPU tests otherwise run the first
+    one only, TFAA_AUTOTUNE=0), forced."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setattr(tc, "_GEMM_FORCE", tc._gemm_configs()[index])
+    _gemm_and_dw_cases(case)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", [i for i, _ in _dw_configs_16()], ids=[n for _, n in _dw_configs_16()])
+@pytest.mark.parametrize("case", GEMM_DW_CASES)
+def test_every_dw_config_gpu(index, case, poison, monkeypatch):
+    """Each bf16 weight-gradient configuration the autotuner may pick, forced."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setattr(tc, "_DW_FORCE", tc._dw_configs()[index])
+    _gemm_and_dw_cases(case)
 
 
 @pytest.mark.gpu

@@ -31,6 +31,12 @@ written: y is stored once, in x's memory format.
   ``_FUSE_MAX_COUT``) live in tfaa_kernels.triton.group_norm_silu, with the ``_prologue``/SiLU
   device functions and the fast-SiLU fallback (``_launch``) shared by both modules.
 
+- TMA (``TMA=1`` configurations of both kernels, autotuned): where x, y / dy and the packed
+  weight qualify (tfaa_kernels.triton._tma: 16-byte aligned rows, one flat pixel stride, sm_90+),
+  tiles move through tensor descriptors over (clips, F, ...) instead of pointer tensors; the copy
+  engine zero-fills tails and out-of-clip frames. Faster where the problem is wide (S2 GEMM 0.142
+  vs 0.154 ms on an H100), not at S1 (the autotuner keeps the pointer tiles there).
+
 All offsets are int64. On the GPU block shapes are autotuned over the dtype's tiles (see
 ``_gemm_configs``; ``TFAA_AUTOTUNE=0`` takes the first that fits, as tfaa_kernels.triton._autotune
 describes); in the interpreter (``TRITON_INTERPRET=1``) one small configuration runs.
@@ -49,22 +55,29 @@ from ..backends import register_impl, triton_interpret
 from ._autotune import tunable
 from ._host import cdiv, next_power_of_2
 from ._layout import _pixel_offsets, _pixel_strides
+from ._tma import _frames_desc, _tma_load, _tma_store, tma_matrix_ok, tma_orientation, tma_workspace
 from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
 
-_GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY"]
+_GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY", "TMA_OK", "X_CL", "Y_CL"]
 _DW_KEY = ["C_IN", "C_OUT", "HW", "F", "KT", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY", "TAPS",
-           "BIAS_GRAD", "BLOCK_P", "BLOCK_CO", "BLOCK_CI"]
+           "BIAS_GRAD", "BLOCK_P", "BLOCK_CO", "BLOCK_CI", "TMA_OK", "X_CL", "DY_CL"]
 
 
 def _gemm_configs():
-    """(BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages) tried on the GPU: tensor-core tiles
+    """(BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages, TMA) tried on the GPU: tensor-core tiles
     (BLOCK_CI = 64) for 16-bit inputs, the first one being the default when TFAA_AUTOTUNE=0; small
-    tiles (BLOCK_CI = 32) for fp32, whose exact ("ieee") dots run on CUDA cores."""
-    shapes = [(128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
-              (256, 64, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (64, 256, 64, 8, 3),
-              (64, 64, 64, 4, 3), (64, 64, 32, 4, 2), (32, 64, 32, 4, 2), (64, 32, 32, 4, 2)]
-    return [triton.Config({"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci}, num_warps=w, num_stages=s)
-            for bp, bco, bci, w, s in shapes]
+    tiles (BLOCK_CI = 32) for fp32, whose exact ("ieee") dots run on CUDA cores. TMA=1: the tiles
+    are read (and y written) through tensor descriptors where the tensors allow it (``TMA_OK``;
+    pruned otherwise). Measured on an H100, bf16 (S9-run 1, GPU time): at S2 (16x16 C1280) the
+    128x256 TMA tile 0.139 ms vs 0.154 (NCHW) / 0.165 (channels_last) for the best pointer tiles;
+    at S1 (64x64 C320) the pointer tiles win (0.190 vs 0.204)."""
+    shapes = [(128, 128, 64, 8, 3, 0), (128, 128, 64, 4, 4, 0), (128, 64, 64, 4, 4, 0), (64, 128, 64, 4, 4, 0),
+              (256, 64, 64, 8, 3, 0), (128, 256, 64, 8, 3, 0), (256, 128, 64, 8, 3, 0), (64, 256, 64, 8, 3, 0),
+              (64, 64, 64, 4, 3, 0), (128, 256, 64, 8, 3, 1), (256, 128, 64, 8, 3, 1), (128, 128, 64, 4, 4, 1),
+              (128, 128, 64, 8, 3, 1),
+              (64, 64, 32, 4, 2, 0), (32, 64, 32, 4, 2, 0), (64, 32, 32, 4, 2, 0)]
+    return [triton.Config({"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci, "TMA": tma}, num_warps=w, num_stages=s)
+            for bp, bco, bci, w, s, tma in shapes]
 
 
 def _arg(named_args, kwargs, name):
@@ -74,7 +87,8 @@ def _arg(named_args, kwargs, name):
 def _gemm_prune(configs, named_args, **kwargs):
     """The dtype's tiles (see _gemm_configs), none much larger than the problem."""
     fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
-    keep = [c for c in configs if (c.kwargs["BLOCK_CI"] == 32) == fp32]
+    tma_ok = bool(_arg(named_args, kwargs, "TMA_OK"))
+    keep = [c for c in configs if (c.kwargs["BLOCK_CI"] == 32) == fp32 and (tma_ok or not c.kwargs["TMA"])]
     co_cap = max(64, next_power_of_2(int(_arg(named_args, kwargs, "C_OUT"))))
     p_cap = max(64, next_power_of_2(int(_arg(named_args, kwargs, "HW"))))
     fit = [c for c in keep if c.kwargs["BLOCK_CO"] <= co_cap and c.kwargs["BLOCK_P"] <= p_cap]
@@ -87,16 +101,19 @@ def _gemm_prune(configs, named_args, **kwargs):
 
 
 def _dw_configs():
-    """(RING, num_warps, num_stages); BLOCK_P, BLOCK_CO, BLOCK_CI and TAPS are fixed by the host
-    (they set the split and the partial buffer). RING=0 (each tap reloads its x tile, from L2) comes
-    first, the default when TFAA_AUTOTUNE=0; 4 warps are the fp32 (CUDA-core) configs."""
-    return [triton.Config({"RING": r}, num_warps=w, num_stages=st)
-            for r, w, st in ((0, 8, 3), (1, 8, 3), (0, 8, 2), (1, 8, 2), (0, 4, 2), (1, 4, 2))]
+    """(RING, num_warps, num_stages, TMA); BLOCK_P, BLOCK_CO, BLOCK_CI and TAPS are fixed by the
+    host (they set the split and the partial buffer). RING=0 (each tap reloads its x tile, from L2)
+    comes first, the default when TFAA_AUTOTUNE=0; 4 warps are the fp32 (CUDA-core) configs; TMA=1
+    reads dy and x through tensor descriptors where they allow it (pruned otherwise)."""
+    return [triton.Config({"RING": r, "TMA": tma}, num_warps=w, num_stages=st)
+            for r, w, st, tma in ((0, 8, 3, 0), (1, 8, 3, 0), (0, 8, 2, 0), (1, 8, 2, 0),
+                                  (0, 8, 3, 1), (1, 8, 3, 1), (0, 8, 4, 1), (0, 4, 2, 0), (1, 4, 2, 0))]
 
 
 def _dw_prune(configs, named_args, **kwargs):
     fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
-    keep = [c for c in configs if (c.num_warps == 4) == fp32]
+    tma_ok = bool(_arg(named_args, kwargs, "TMA_OK"))
+    keep = [c for c in configs if (c.num_warps == 4) == fp32 and (tma_ok or not c.kwargs["TMA"])]
     return keep or configs[:1]
 
 
@@ -113,16 +130,18 @@ def _mma(a, b, acc, IEEE: tl.constexpr):
 def _conv_gemm_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, scale_ptr, shift_ptr,
     sx_n, sx_c, sx_h, sx_w, sy_n, sy_c, sy_h, sy_w, sw_t, sw_r, sw_o,
-    C_RED, C_OUT, HW, W, F, KT,
+    C_RED, C_OUT, HW, W, F, KT, NB,
     FLAT_X: tl.constexpr, FLAT_Y: tl.constexpr, HAS_BIAS: tl.constexpr,
     PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
-    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
+    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr, TMA_OK: tl.constexpr, X_CL: tl.constexpr, Y_CL: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, TMA: tl.constexpr,
 ):
     """y[n, co, p] = bias[co] + sum_{t, ci} w[t, ci, co] * act(x[n + t - KT//2, ci, p]) for the
     in-clip taps. w is a packed (KT, C_RED, C_OUT) view with strides (sw_t, sw_r, sw_o).
     Program = (frame n, pixel block, output-channel block), channel blocks fastest so programs
-    that share an x tile run together."""
+    that share an x tile run together. With TMA (and TMA_OK: x, y and w qualify, see
+    tfaa_kernels.triton._tma; X_CL / Y_CL say which axis is contiguous) x, w and y move through
+    tensor descriptors of the NB clips (bounds checks and tails by the copy engine)."""
     pid = tl.program_id(0)
     n_co = tl.cdiv(C_OUT, BLOCK_CO)
     n_pb = tl.cdiv(HW, BLOCK_P)
@@ -138,11 +157,17 @@ def _conv_gemm_kernel(
     offs_ci = tl.arange(0, BLOCK_CI)
     p_mask = offs_p < HW
     co_mask = offs_co < C_OUT
-    # int64 tile offsets for (tap 0 frame n, channel block 0); the loop adds a scalar per step
-    x_tile = (_pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)[:, None]
-              + offs_ci.to(tl.int64)[None, :] * sx_c)
-    w_tile = offs_ci.to(tl.int64)[:, None] * sw_r + offs_co.to(tl.int64)[None, :] * sw_o
-    x_frame = x_ptr + n * sx_n
+    USE_TMA: tl.constexpr = TMA and TMA_OK
+    if USE_TMA:
+        clip = (n // F).to(tl.int32)
+        x_desc = _frames_desc(x_ptr, NB, F, C_RED, HW, sx_n, sx_c, sx_w, X_CL, BLOCK_P, BLOCK_CI)
+        w_desc = tl.make_tensor_descriptor(w_ptr, [KT, C_RED, C_OUT], [sw_t, sw_r, 1], [1, BLOCK_CI, BLOCK_CO])
+    else:
+        # int64 tile offsets for (tap 0 frame n, channel block 0); the loop adds a scalar per step
+        x_tile = (_pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)[:, None]
+                  + offs_ci.to(tl.int64)[None, :] * sx_c)
+        w_tile = offs_ci.to(tl.int64)[:, None] * sw_r + offs_co.to(tl.int64)[None, :] * sw_o
+        x_frame = x_ptr + n * sx_n
 
     # taps whose source frame f + t - pad lies in [0, F)
     t_lo = tl.maximum(pad - f, 0)
@@ -153,39 +178,52 @@ def _conv_gemm_kernel(
         t = it // n_ci
         ci0 = (it - t * n_ci) * BLOCK_CI
         ci_mask = offs_ci < C_RED - ci0
-        dt = (t - pad).to(tl.int64)
-        a = tl.load(x_frame + (dt * sx_n + ci0.to(tl.int64) * sx_c) + x_tile,
-                    mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
-        if TRANSFORM:  # PROLOGUE or SILU
-            a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n + dt, ci0 + offs_ci, ci_mask, C_RED,
+        if USE_TMA:
+            a = _tma_load(x_desc, clip, f + t - pad, p_blk * BLOCK_P, ci0, X_CL, BLOCK_P, BLOCK_CI)
+            wt = w_desc.load([t, ci0, co_blk * BLOCK_CO]).reshape(BLOCK_CI, BLOCK_CO)
+        else:
+            a = tl.load(x_frame + ((t - pad).to(tl.int64) * sx_n + ci0.to(tl.int64) * sx_c) + x_tile,
+                        mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
+            wt = tl.load(w_ptr + (t.to(tl.int64) * sw_t + ci0.to(tl.int64) * sw_r) + w_tile,
+                         mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
+        if TRANSFORM:  # PROLOGUE or SILU (tails transform zeros; they meet zero weights or dropped rows)
+            a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n + (t - pad), ci0 + offs_ci, ci_mask, C_RED,
                           PROLOGUE, SILU, FAST_SILU).to(w_ptr.dtype.element_ty)
-        wt = tl.load(w_ptr + (t.to(tl.int64) * sw_t + ci0.to(tl.int64) * sw_r) + w_tile,
-                     mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
         acc = _mma(a, wt, acc, IEEE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
-    y_pix = _pixel_offsets(offs_p, W, sy_h, sy_w, FLAT_Y)
-    tl.store(y_ptr + n * sy_n + y_pix[:, None] + offs_co.to(tl.int64)[None, :] * sy_c,
-             acc.to(y_ptr.dtype.element_ty), mask=p_mask[:, None] & co_mask[None, :])
+    if USE_TMA:
+        y_desc = _frames_desc(y_ptr, NB, F, C_OUT, HW, sy_n, sy_c, sy_w, Y_CL, BLOCK_P, BLOCK_CO)
+        _tma_store(y_desc, clip, f, p_blk * BLOCK_P, co_blk * BLOCK_CO, acc.to(y_ptr.dtype.element_ty),
+                   Y_CL, BLOCK_P, BLOCK_CO)
+    else:
+        y_pix = _pixel_offsets(offs_p, W, sy_h, sy_w, FLAT_Y)
+        tl.store(y_ptr + n * sy_n + y_pix[:, None] + offs_co.to(tl.int64)[None, :] * sy_c,
+                 acc.to(y_ptr.dtype.element_ty), mask=p_mask[:, None] & co_mask[None, :])
 
 
 @triton.jit
-def _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, frame, F, p0, x_tile, offs_pb, offs_ci, ci_mask, HW, W,
-             sx_n, sx_h, sx_w, C_IN,
+def _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, frame, F, p0, ci0, x_tile, offs_pb, offs_ci, ci_mask,
+             HW, W, sx_n, sx_h, sx_w, C_IN,
              FLAT_X: tl.constexpr, PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr,
-             FAST_SILU: tl.constexpr):
-    """act(x[clip0 + frame, ci tile, p0 + pixel block]) as a [BLOCK_P, BLOCK_CI] dot operand; all
-    zeros when ``frame`` lies outside [0, F) (zero padding of the clip, also after the prologue)."""
+             FAST_SILU: tl.constexpr, USE_TMA: tl.constexpr, X_CL: tl.constexpr,
+             BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr):
+    """act(x[clip * F + frame, ci tile, p0 + pixel block]) as a [BLOCK_P, BLOCK_CI] dot operand; all
+    zeros when ``frame`` lies outside [0, F) (zero padding of the clip, also after the prologue).
+    USE_TMA: through the clip descriptor ``x_desc`` (it zero-fills tails and out-of-clip frames)."""
     valid = (frame >= 0) & (frame < F)
-    n_src = clip0 + frame
+    n_src = clip.to(tl.int64) * F + frame
     p_mask = offs_pb < HW - p0
-    if FLAT_X:
-        ptrs = x_ptr + (n_src * sx_n + p0.to(tl.int64) * sx_w) + x_tile
-    else:
-        ptrs = (x_ptr + n_src * sx_n + _pixel_offsets(p0 + offs_pb, W, sx_h, sx_w, False)[:, None]
-                + x_tile)
     m = (p_mask[:, None] & ci_mask[None, :]) & valid
-    a = tl.load(ptrs, mask=m, other=0.0)
+    if USE_TMA:
+        a = _tma_load(x_desc, clip, frame, p0, ci0, X_CL, BLOCK_P, BLOCK_CI)
+    else:
+        if FLAT_X:
+            ptrs = x_ptr + (n_src * sx_n + p0.to(tl.int64) * sx_w) + x_tile
+        else:
+            ptrs = (x_ptr + n_src * sx_n + _pixel_offsets(p0 + offs_pb, W, sx_h, sx_w, False)[:, None]
+                    + x_tile)
+        a = tl.load(ptrs, mask=m, other=0.0)
     if TRANSFORM:  # PROLOGUE or SILU: masked elements must stay zero after the transform
         a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask & valid, C_IN,
                       PROLOGUE, SILU, FAST_SILU)
@@ -205,12 +243,12 @@ def _dw_store(part_ptr, acc, t, KT, s, offs_co, offs_ci, co_mask, ci_mask, sp_s,
 def _conv_dw_kernel(
     dy_ptr, x_ptr, scale_ptr, shift_ptr, part_ptr, bpart_ptr,
     sd_n, sd_c, sd_h, sd_w, sx_n, sx_c, sx_h, sx_w, sp_s, sp_o, sp_i, sp_t, sb_s,
-    C_IN, C_OUT, HW, W, F, KT, N_ITEMS, PER_SPLIT,
+    C_IN, C_OUT, HW, W, F, KT, N_ITEMS, PER_SPLIT, NB,
     FLAT_DY: tl.constexpr, FLAT_X: tl.constexpr,
     PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
     IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr, TAPS: tl.constexpr, RING: tl.constexpr,
-    BIAS_GRAD: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
+    BIAS_GRAD: tl.constexpr, TMA_OK: tl.constexpr, X_CL: tl.constexpr, DY_CL: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, TMA: tl.constexpr,
 ):
     """part[s, co, ci, t] = sum over split s of dy[n, co, p] * act(x[n + t - KT//2, ci, p]) for the
     TAPS taps t0 .. t0+TAPS-1 of this program's tap group, all accumulated by one program; with
@@ -230,7 +268,11 @@ def _conv_dw_kernel(
     (BLOCK_CO, 16) fp32 tile (every column the row sum; column 0 is stored), not with ``tl.sum``: a
     cross-warp reduction inside this pipelined tensor-core loop corrupted dW on the H100 (wrong and
     run-to-run different at 16 frames x 320 channels, GPU session 3), the dot stays on the path the
-    loop already uses. The programs of C_in tile 0 and tap group 0 store it in bpart[s, C_out tile]."""
+    loop already uses. The programs of C_in tile 0 and tap group 0 store it in bpart[s, C_out tile].
+
+    TMA (with TMA_OK: dy and x qualify, see tfaa_kernels.triton._tma): the dy and x tiles come
+    through descriptors over the NB clips; frames outside a clip (the warm-up's n < 0 and the taps
+    past either end) read as zeros without masks."""
     pid = tl.program_id(0)
     grp = tl.program_id(1)
     s = tl.program_id(2)
@@ -252,17 +294,25 @@ def _conv_dw_kernel(
     co_mask = offs_co < C_OUT
     ci_mask = offs_ci < C_IN
     offs_pb = tl.arange(0, BLOCK_P)
-    # int64 tile offsets of pixel block 0 (the pixel part only when the pixels have one flat stride)
-    if FLAT_DY:
-        d_tile = (offs_co.to(tl.int64)[:, None] * sd_c
-                  + _pixel_offsets(offs_pb, W, sd_h, sd_w, FLAT_DY)[None, :])
+    ci0 = ci_blk * BLOCK_CI
+    USE_TMA: tl.constexpr = TMA and TMA_OK
+    if USE_TMA:
+        dy_desc = _frames_desc(dy_ptr, NB, F, C_OUT, HW, sd_n, sd_c, sd_w, DY_CL, BLOCK_P, BLOCK_CO)
+        x_desc = _frames_desc(x_ptr, NB, F, C_IN, HW, sx_n, sx_c, sx_w, X_CL, BLOCK_P, BLOCK_CI)
+        x_tile = 0
     else:
-        d_tile = offs_co.to(tl.int64)[:, None] * sd_c
-    if FLAT_X:
-        x_tile = (_pixel_offsets(offs_pb, W, sx_h, sx_w, FLAT_X)[:, None]
-                  + offs_ci.to(tl.int64)[None, :] * sx_c)
-    else:
-        x_tile = offs_ci.to(tl.int64)[None, :] * sx_c
+        x_desc = x_ptr  # not read
+        # int64 tile offsets of pixel block 0 (the pixel part only when the pixels have one flat stride)
+        if FLAT_DY:
+            d_tile = (offs_co.to(tl.int64)[:, None] * sd_c
+                      + _pixel_offsets(offs_pb, W, sd_h, sd_w, FLAT_DY)[None, :])
+        else:
+            d_tile = offs_co.to(tl.int64)[:, None] * sd_c
+        if FLAT_X:
+            x_tile = (_pixel_offsets(offs_pb, W, sx_h, sx_w, FLAT_X)[:, None]
+                      + offs_ci.to(tl.int64)[None, :] * sx_c)
+        else:
+            x_tile = offs_ci.to(tl.int64)[None, :] * sx_c
 
     acc0 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
     acc1 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
@@ -280,52 +330,57 @@ def _conv_dw_kernel(
     for i in range(start * L, end * L):
         item = i // L
         n_f = i - item * L - WARM  # dy frame in the clip (< 0: window warm-up, dy is zero)
-        clip0 = (item // n_pb).to(tl.int64) * F
+        clip = item // n_pb
         p0 = (item % n_pb) * BLOCK_P
         m_f = n_f + D
-        p_mask = offs_pb < HW - p0
-        if FLAT_DY:
-            d_ptrs = dy_ptr + ((clip0 + n_f) * sd_n + p0.to(tl.int64) * sd_w) + d_tile
+        if USE_TMA:
+            dy = _tma_load(dy_desc, clip, n_f, p0, co_blk * BLOCK_CO, DY_CL, BLOCK_P, BLOCK_CO).T
         else:
-            d_ptrs = (dy_ptr + (clip0 + n_f) * sd_n + d_tile
-                      + _pixel_offsets(p0 + offs_pb, W, sd_h, sd_w, False)[None, :])
-        dy = tl.load(d_ptrs, mask=(co_mask[:, None] & p_mask[None, :]) & (n_f >= 0), other=0.0)
+            clip0 = clip.to(tl.int64) * F
+            p_mask = offs_pb < HW - p0
+            if FLAT_DY:
+                d_ptrs = dy_ptr + ((clip0 + n_f) * sd_n + p0.to(tl.int64) * sd_w) + d_tile
+            else:
+                d_ptrs = (dy_ptr + (clip0 + n_f) * sd_n + d_tile
+                          + _pixel_offsets(p0 + offs_pb, W, sd_h, sd_w, False)[None, :])
+            dy = tl.load(d_ptrs, mask=(co_mask[:, None] & p_mask[None, :]) & (n_f >= 0), other=0.0)
         if BIAS_GRAD:  # masked elements (warm-up steps n_f < 0, rows past C_out, pixels past HW) are 0
             bacc = _mma(dy, ones, bacc, IEEE)
-        a0 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f, F, p0, x_tile, offs_pb, offs_ci, ci_mask,
-                      HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM, FAST_SILU)
+        a0 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f, F, p0, ci0, x_tile, offs_pb,
+                      offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
+                      TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
         acc0 = _mma(dy, a0, acc0, IEEE)
         if TAPS >= 2:
             if RING:
                 a1 = r1
             else:
-                a1 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 1, F, p0, x_tile, offs_pb, offs_ci,
-                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
-                              FAST_SILU)
+                a1 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 1, F, p0, ci0, x_tile, offs_pb,
+                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
+                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
             acc1 = _mma(dy, a1, acc1, IEEE)
         if TAPS >= 3:
             if RING:
                 a2 = r2
             else:
-                a2 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 2, F, p0, x_tile, offs_pb, offs_ci,
-                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
-                              FAST_SILU)
+                a2 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 2, F, p0, ci0, x_tile, offs_pb,
+                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
+                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
             acc2 = _mma(dy, a2, acc2, IEEE)
         if TAPS >= 4:
             if RING:
                 a3 = r3
             else:
-                a3 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 3, F, p0, x_tile, offs_pb, offs_ci,
-                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
-                              FAST_SILU)
+                a3 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 3, F, p0, ci0, x_tile, offs_pb,
+                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
+                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
             acc3 = _mma(dy, a3, acc3, IEEE)
         if TAPS >= 5:
             if RING:
                 a4 = r4
             else:
-                a4 = _dw_tile(x_ptr, scale_ptr, shift_ptr, clip0, m_f - 4, F, p0, x_tile, offs_pb, offs_ci,
-                              ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU, TRANSFORM,
-                              FAST_SILU)
+                a4 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 4, F, p0, ci0, x_tile, offs_pb,
+                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
+                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
             acc4 = _mma(dy, a4, acc4, IEEE)
         if RING:  # slide the window (stale entries only ever meet the zero dy of the warm-up)
             if TAPS >= 5:
@@ -356,10 +411,20 @@ def _conv_dw_kernel(
 
 
 # ----------------------------------------------------------------------------------- host side
-_INTERP_GEMM = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16}
-# A GEMM configuration forced on the GPU, bypassing the autotuner (a ``triton.Config``; the GPU
-# tests run every one of _gemm_configs() through it). None: autotuned.
+_INTERP_GEMM = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16, "TMA": 1}  # TMA where the tensors allow it
+# A GEMM / weight-gradient configuration forced on the GPU, bypassing the autotuner (a
+# ``triton.Config``; the GPU tests run every one of _gemm_configs() / _dw_configs() through them).
+# None: autotuned.
 _GEMM_FORCE: Optional[triton.Config] = None
+_DW_FORCE: Optional[triton.Config] = None
+
+
+def _forced(kernel, config: Optional[triton.Config]):
+    """(kernel, meta) for a launch: the interpreter's small blocks are set by the caller; a forced
+    config runs the JIT function under the autotuner with the config's meta."""
+    if triton_interpret() or config is None:
+        return kernel, {}
+    return kernel.fn, dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _dtype_key(t: torch.Tensor) -> int:
@@ -387,24 +452,30 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     sy_h, sy_w, flat_y = _pixel_strides(y)
     prologue = scale is not None
     dummy = x  # never dereferenced when the matching flag is off
-    kernel, meta = _conv_gemm_kernel, {}
+    kernel, meta = _forced(_conv_gemm_kernel, _GEMM_FORCE)
     if triton_interpret():
         meta = dict(_INTERP_GEMM)
-    elif _GEMM_FORCE is not None:  # the JIT function under the autotuner, with the config's meta
-        kernel = _conv_gemm_kernel.fn
-        meta = dict(_GEMM_FORCE.kwargs, num_warps=_GEMM_FORCE.num_warps, num_stages=_GEMM_FORCE.num_stages)
+
+    x_cl, y_cl = tma_orientation(x, num_frames), tma_orientation(y, num_frames)
+    tma_ok = x_cl is not None and y_cl is not None and tma_matrix_ok(wpack)
 
     def grid(m):
         return (cdiv(c_out, m["BLOCK_CO"]) * cdiv(h * w, m["BLOCK_P"]) * n,)
 
-    _launch(kernel, grid, (
-        x, wpack, bias if bias is not None else dummy, y,
-        scale if prologue else dummy, shift if prologue else dummy,
-        x.stride(0), x.stride(1), sx_h, sx_w, y.stride(0), y.stride(1), sy_h, sy_w,
-        wpack.stride(0), wpack.stride(1), wpack.stride(2),
-        c_red, c_out, h * w, w, num_frames, kt),
-        dict(FLAT_X=flat_x, FLAT_Y=flat_y, HAS_BIAS=bias is not None, **_act_flags(x, prologue, silu),
-             IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), **meta))
+    def launch():
+        _launch(kernel, grid, (
+            x, wpack, bias if bias is not None else dummy, y,
+            scale if prologue else dummy, shift if prologue else dummy,
+            x.stride(0), x.stride(1), sx_h, sx_w, y.stride(0), y.stride(1), sy_h, sy_w,
+            wpack.stride(0), wpack.stride(1), wpack.stride(2),
+            c_red, c_out, h * w, w, num_frames, kt, n // num_frames),
+            dict(FLAT_X=flat_x, FLAT_Y=flat_y, HAS_BIAS=bias is not None, **_act_flags(x, prologue, silu),
+                 IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), TMA_OK=tma_ok, X_CL=bool(x_cl), Y_CL=bool(y_cl),
+                 **meta))
+    if tma_ok:
+        tma_workspace(x.device, launch)
+    else:
+        launch()
     return y
 
 
@@ -426,7 +497,7 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
 # program (a uniform branch around it gets if-converted), and a (split, C_out) fp32 partial.
 _DW_ACC_BUDGET = 3 * 128 * 64   # fp32 accumulator elements a program may hold (all taps)
 _DW_MAX_TAPS = 5                # taps one program can accumulate (acc0..acc4 in the kernel)
-_INTERP_DW = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16, "RING": 0}
+_INTERP_DW = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16, "RING": 0, "TMA": 1}
 
 
 def _dw_blocks(c_out: int, c_in: int, kt: int, dtype: torch.dtype) -> Tuple[int, int, int, int]:
@@ -446,9 +517,20 @@ def _dw_blocks(c_out: int, c_in: int, kt: int, dtype: torch.dtype) -> Tuple[int,
 
 
 def _dw_split(items: int, tiles: int, sms: int, item_s: float, part_bytes: int) -> int:
-    """Number of splits of the (clip, pixel block) items: minimise the modelled time
-    waves * items per program * item_s (one resident program per SM assumed) plus writing and
-    summing the fp32 partials (part_bytes per split, ~2.5 TB/s)."""
+    """Number of splits of the (clip, pixel block) items.
+
+    When the channel tiles fit one wave (tiles <= sms): the most splits that still fit it. Else:
+    minimise the modelled time waves * items per program * item_s (one resident program per SM
+    assumed) plus writing and summing the fp32 partials (part_bytes per split, ~2.5 TB/s).
+    The one-wave rule because the kernel is bound by L2->SM traffic (3.3-4.3 TB/s at S1, S2 and
+    32x32 C640 on an H100, S9), which the split does not change, so a second, partly filled wave
+    costs more than the wave model says. Measured (S9-runs 5, 6, bf16, GPU time): 32x32 C640
+    (50 tiles) split 2 (one wave of 100 programs) 0.284 ms vs the model's 5 (250 programs, two
+    waves) 0.31-0.34 ms; S1 (15 tiles) split 8 0.274 ms vs 6 0.344 and 16 0.326; S2 (200 tiles,
+    the model) split 1 0.32 ms vs 2 0.40."""
+    if 0 < tiles <= sms:
+        fit = [s for s in range(1, min(items, sms // tiles) + 1) if cdiv(items, cdiv(items, s)) == s]
+        return fit[-1] if fit else 1
     best, best_cost = 1, None
     for split in range(1, min(items, 8 * sms) + 1):
         per = cdiv(items, split)
@@ -490,18 +572,28 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
     sd_h, sd_w, flat_d = _pixel_strides(dy)
     sx_h, sx_w, flat_x = _pixel_strides(x)
     prologue = scale is not None
-    meta = {"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci, "TAPS": taps}
+    kernel, meta = _forced(_conv_dw_kernel, _DW_FORCE)
+    meta.update(BLOCK_P=bp, BLOCK_CO=bco, BLOCK_CI=bci, TAPS=taps)
     if triton_interpret():
-        meta["RING"] = _INTERP_DW["RING"]
+        meta.update(RING=_INTERP_DW["RING"], TMA=_INTERP_DW["TMA"])
+    x_cl, dy_cl = tma_orientation(x, num_frames), tma_orientation(dy, num_frames)
+    tma_ok = x_cl is not None and dy_cl is not None
 
     grid = (cdiv(c_out, bco) * cdiv(c_in, bci), groups, split)
-    _launch(_conv_dw_kernel, grid, (
-        dy, x, scale if prologue else x, shift if prologue else x, part, bpart,
-        dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
-        part.stride(0), part.stride(1), part.stride(2), part.stride(3), bpart.stride(0),
-        c_in, c_out, hw, w, num_frames, kt, items, per),
-        dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
-             IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), BIAS_GRAD=bias_grad, **meta))
+
+    def launch():
+        _launch(kernel, grid, (
+            dy, x, scale if prologue else x, shift if prologue else x, part, bpart,
+            dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
+            part.stride(0), part.stride(1), part.stride(2), part.stride(3), bpart.stride(0),
+            c_in, c_out, hw, w, num_frames, kt, items, per, n // num_frames),
+            dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
+                 IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), BIAS_GRAD=bias_grad, TMA_OK=tma_ok,
+                 X_CL=bool(x_cl), DY_CL=bool(dy_cl), **meta))
+    if tma_ok:
+        tma_workspace(x.device, launch)
+    else:
+        launch()
     dw = part[0] if split == 1 else part.sum(0)
     if not bias_grad:
         return dw, None
