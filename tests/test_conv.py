@@ -522,9 +522,9 @@ def _dw_configs_16():
 
 
 def _gemm_and_dw_cases(case):
-    """Forward and gradients on shapes with pixel and channel tails and odd clips: nchw_k3 (99 pixels,
-    too narrow a row for a TMA descriptor: the pointer path), nchw_k3_tma (80 pixels, descriptors
-    where the config asks), channels_last_k5_fused (64 -> 72 channels, descriptor-aligned rows)."""
+    """Forward and gradients on shapes with pixel and channel tails and odd clips: nchw_k3 (99 pixels:
+    a 198-byte row, not the 16-byte multiple a TMA descriptor needs, so the pointer path),
+    nchw_k3_tma (80 pixels, descriptors where the config asks), channels_last_k5_fused (64 -> 72 channels, descriptor-aligned rows)."""
     from tfaa_kernels.triton._tma import tma_orientation
     if case.startswith("nchw_k3"):
         h, w = (9, 11) if case == "nchw_k3" else (8, 10)
