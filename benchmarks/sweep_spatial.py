@@ -1,5 +1,6 @@
 """Time every config of the spatial Triton kernels, with the head dim split into two power-of-two
-chunks and padded to one block, at S1 (D=40) and 32x32 C640 (D=80), bf16. A tuning aid.
+chunks and padded to one block, at S1 (D=40) and 32x32 C640 (D=80), bf16. A tuning aid. (The
+forward's descriptor configs run head dims <= 64 as one block either way: _FWD_ONE_CHUNK_UPTO.)
 
     python benchmarks/sweep_spatial.py
 """

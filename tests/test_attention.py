@@ -283,12 +283,23 @@ def test_autocast_casts_inputs():
     assert out.dtype == torch.bfloat16
 
 
-def test_auto_spatial_small_head_dim_uses_reference(monkeypatch):
-    """backend="auto", mode="spatial": head dims < 64 take the reference (measured faster)."""
+@pytest.mark.parametrize("d,requires_grad,grad_mode,expected", [
+    (40, True, True, "ref"),        # training at D < 64: the reference (faster fwd+bwd at S1)
+    (40, True, False, "kernel"),    # inference: the kernel (faster forward)
+    (40, False, True, "kernel"),
+    (80, True, True, "kernel"),     # D >= 64: the kernel, forward and backward
+])
+def test_auto_spatial_backend_choice(d, requires_grad, grad_mode, expected, monkeypatch):
+    """backend="auto", mode="spatial": the reference only where a backward follows and the head
+    dim is below 64 (measured: the kernels' forward is faster everywhere, their forward+backward
+    slower at D = 40)."""
     from tfaa_kernels.ops import attention as attn_op
     calls = []
     monkeypatch.setattr(attn_op, "resolve_backend", lambda b, op, dev: "triton")
     monkeypatch.setattr(attn_op.reference, "first_adjacent_attention",
-                        lambda *a, **k: calls.append("ref") or torch.zeros(4, 3, 2, 40))
-    tk.first_adjacent_attention(*_qkv((4, 3, 2, 40)), 2, "spatial")
-    assert calls == ["ref"]
+                        lambda *a, **k: calls.append("ref") or torch.zeros(4, 3, 2, d))
+    monkeypatch.setattr(attn_op, "spatial_attention_fwd",
+                        lambda *a, **k: calls.append("kernel") or (torch.zeros(4, 3, 2, d), None))
+    with torch.set_grad_enabled(grad_mode):
+        tk.first_adjacent_attention(*_qkv((4, 3, 2, d), requires_grad=requires_grad), 2, "spatial")
+    assert calls == [expected]

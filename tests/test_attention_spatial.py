@@ -65,6 +65,40 @@ def test_split_head_dims_cpu(d, poison):
 
 
 @needs_cpu_triton
+@pytest.mark.parametrize("use_tma", [True, False])
+@pytest.mark.parametrize("d", [40, 80])
+def test_descriptor_and_pointer_paths_cpu(d, use_tma, monkeypatch, poison):
+    """The streamed tiles through tensor descriptors (TMA) and through pointer tiles, on
+    descriptor-aligned packed views (row stride 3*H*D), L = 37 (a ragged last tile, zero-filled by
+    the descriptor), F = 3: forward and every gradient against the reference. The launch metadata
+    says which path ran."""
+    from tfaa_kernels.triton import spatial_attention as sa
+    monkeypatch.setattr(sa, "_USE_TMA", use_tma)
+    q, k, v, qkv = packed_qkv(6, 37, 2, d, pad=0)
+    assert sa._static_meta(q, k, v)["TMA_OK"] is use_tma
+    check_against_reference(q, k, v, qkv, 3, "spatial", "triton", 1e-5)
+
+
+@needs_cpu_triton
+def test_descriptor_eligibility_cpu():
+    """Descriptors only for 16-byte aligned bases and strides; with them the forward runs head
+    dims <= 64 as one padded chunk (40 -> 64), the backward as two (40 -> 32+16)."""
+    from tfaa_kernels.triton import spatial_attention as sa
+    q, k, v, _ = packed_qkv(2, 8, 2, 40, pad=0)
+    assert sa._tma_ok(q, k, v)
+    shifted = torch.randn(2 * 8 * 2 * 40 + 1)[1:].view(2, 8, 2, 40)
+    assert not sa._tma_ok(q, shifted)                         # base 4 bytes off
+    _, k3, _, _ = packed_qkv(2, 8, 2, 40, pad=3)
+    assert not sa._tma_ok(k3)                                 # row stride 243 * 4 bytes
+    fwd = sa._static_meta(q, k, v, one_chunk_upto=sa._FWD_ONE_CHUNK_UPTO)
+    bwd = sa._static_meta(q, q, k, v)
+    assert (fwd["BLOCK_D0"], fwd["HAS_D1"]) == (64, False)
+    assert (bwd["BLOCK_D0"], bwd["BLOCK_D1"], bwd["HAS_D1"]) == (32, 16, True)
+    fwd3 = sa._static_meta(q, k3, one_chunk_upto=sa._FWD_ONE_CHUNK_UPTO)   # pointer tiles: split
+    assert (fwd3["BLOCK_D0"], fwd3["HAS_D1"], fwd3["TMA_OK"]) == (32, True, False)
+
+
+@needs_cpu_triton
 def test_tile_multiple_length_cpu(poison):
     """L = 128: the kernels' unmasked-score path (L a multiple of every tile)."""
     q, k, v = leaf_qkv(4, 128, 1, 16)
@@ -128,6 +162,62 @@ def test_sd_head_dims_gpu(d, num_frames, poison):
     q, k, v, qkv = packed_qkv(2 * num_frames if num_frames < 16 else 16, 333, 2, d,
                               dtype=torch.bfloat16, device="cuda")
     check_against_reference(q, k, v, qkv, num_frames, "spatial", "triton", TOL[torch.bfloat16])
+
+
+@pytest.fixture
+def restore_kernel_configs():
+    """Put the autotuned spatial kernels' configs back (and drop their cached choices) after a test
+    that forced one."""
+    from tfaa_kernels.triton import spatial_attention as sa
+    saved = {kern: list(kern.configs) for kern in (sa._spatial_fwd_kernel, sa._spatial_bwd_kernel)}
+    yield
+    for kern, configs in saved.items():
+        kern.configs = configs
+        kern.cache.clear()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [40, 64, 80, 160])
+def test_every_config_gpu(d, restore_kernel_configs, poison):
+    """Every forward and every backward config (the descriptor ones and the pointer ones), forced
+    one at a time, on descriptor-aligned packed views with L = 333 (ragged tiles) and F = 3,
+    against the float64 reference. (The GPU suite otherwise runs the first config only.)"""
+    import triton
+    from tfaa_kernels.triton import spatial_attention as sa
+    q, k, v, _ = packed_qkv(6, 333, 2, d, dtype=torch.bfloat16, device="cuda", pad=0)
+    q, k, v = (t.detach() for t in (q, k, v))
+    assert sa._static_meta(q, k, v)["TMA_OK"]
+    scale = d ** -0.5
+    dout = torch.randn_like(q)
+    d64 = [t.double().requires_grad_(True) for t in (q, k, v)]
+    ref = reference.first_adjacent_attention(*d64, 3, "spatial", scale)
+    ref_grads = torch.autograd.grad(ref, d64, dout.double())
+    fwd, bwd = sa._spatial_fwd_kernel, sa._spatial_bwd_kernel
+    fwd_configs, bwd_configs = list(fwd.configs), list(bwd.configs)
+    tried = 0
+    for cfg in fwd_configs:
+        fwd.configs = [cfg]
+        fwd.cache.clear()
+        try:
+            out, _ = sa.spatial_attention_fwd(q, k, v, 3, scale)
+        except triton.runtime.errors.OutOfResources:
+            continue
+        assert_close(out, ref, TOL[torch.bfloat16], f"out, {cfg}")
+        tried += 1
+    fwd.configs = fwd_configs[:1]
+    fwd.cache.clear()
+    out, lse = sa.spatial_attention_fwd(q, k, v, 3, scale)
+    for cfg in bwd_configs:
+        bwd.configs = [cfg]
+        bwd.cache.clear()
+        try:
+            grads = sa.spatial_attention_bwd(dout, q, k, v, out, lse, 3, scale)
+        except triton.runtime.errors.OutOfResources:
+            continue
+        for name, g, r in zip("qkv", grads, ref_grads):
+            assert_close(g, r, TOL[torch.bfloat16], f"d{name}, {cfg}")
+        tried += 1
+    assert tried >= len(fwd_configs) + len(bwd_configs) - 4
 
 
 @pytest.mark.gpu

@@ -115,10 +115,17 @@ spatial_attention_fwd.register_autograd(_spatial_backward, setup_context=_spatia
 
 
 # ---------------------------------------------------------------- public op
-# The spatial Triton kernel measured slower than the reference (cat K/V + flash SDPA) at head dim 40
-# (S1: 9.56 vs 5.90 ms) and faster at 80 (32x32 C640: 0.48 vs 1.09 ms; RESULTS.md), so "auto" keeps
-# the reference for spatial mode below head dim 64.
-_AUTO_SPATIAL_MIN_D = 64
+# Spatial mode, "auto": the Triton kernels beat the reference (cat K/V + SDPA) in the forward at
+# every measured head dim (S1, D = 40: 5.2 vs 5.9 ms; 32x32 C640, D = 80: 0.46 vs 1.08 ms) and in
+# forward+backward at D = 80 (1.97 vs 3.06 ms), but not in forward+backward at D = 40 (S1: 20.3 vs
+# 19.1 ms; S10, RESULTS.md). So "auto" takes the reference below head dim 64 only when a backward
+# will follow (grad mode on and an input requires grad).
+_AUTO_SPATIAL_TRAIN_MIN_D = 64
+
+
+def _spatial_auto_prefers_reference(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    return needs_grad and q.shape[-1] < _AUTO_SPATIAL_TRAIN_MIN_D
 
 def first_adjacent_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int,
                              mode: str = "temporal", scale: Optional[float] = None,
@@ -144,7 +151,7 @@ def first_adjacent_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int,
     if q.shape[-1] == 0:
         raise ValueError("q, k, v must have a head dim D >= 1, got D = 0")
     be = resolve_backend(backend, f"{mode}_attention", q.device)
-    if backend == "auto" and mode == "spatial" and q.shape[-1] < _AUTO_SPATIAL_MIN_D:
+    if backend == "auto" and mode == "spatial" and _spatial_auto_prefers_reference(q, k, v):
         be = "torch"
     check_dtype("q", q, be)
     if be == "triton" and q.shape[-1] > 256:

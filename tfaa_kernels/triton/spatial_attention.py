@@ -2,11 +2,14 @@
 
 Frame ``f``'s L queries attend to the 2L keys ``concat(k[prev(f)], k[0])`` of its clip,
 ``prev(f) = max(f-1, 0)``. FlashAttention-2 style: a program owns one query tile of one frame and
-head and streams the key/value tiles of frame ``prev(f)`` and then frame 0 straight from q/k/v
-through their strides (views of a packed qkv projection work as they are; nothing is concatenated
-or copied), with an online softmax in fp32 (exp2, ``log2(e)`` folded into the scale). Offsets are
-int64. The head dim runs as one or two power-of-two column chunks with masked loads
-(:func:`head_split`: 40 -> 32+16, 80 -> 64+16, 160 -> 128+32), not padded to the next power of two.
+head and streams, in one loop, the key/value tiles of frame ``prev(f)`` and then frame 0 straight
+from q/k/v through their strides (views of a packed qkv projection work as they are; nothing is
+concatenated or copied), with an online softmax in fp32 (exp2; ``log2(e)`` and the softmax scale
+are applied in the exponent's multiply-add). Offsets are int64. The head dim runs as one or two
+power-of-two column chunks (:func:`head_split`: 40 -> 32+16, 80 -> 64+16, 160 -> 128+32), not
+padded to the next power of two. Streamed tiles come through TMA tensor descriptors where the
+tensors allow it (autotuned ``TMA=1`` configs; the copy engine zero-fills rows past L and columns
+past D) and through masked pointer tiles otherwise.
 
 Duplicate keys. Frames 0 and 1 see frame 0's keys twice. Softmax over a key set repeated twice
 equals softmax over one copy, and the log-sum-exp grows by ``ln 2``; so those frames stream frame 0
@@ -37,18 +40,22 @@ from .._alloc import empty
 from ..backends import register_impl, triton_interpret
 from ._host import cdiv, next_power_of_2
 from ._autotune import tunable
+from ._tma import tma_capable, tma_workspace
 
 
 # ----------------------------------------------------------------- configs
 def _fwd_configs():
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) tried on the GPU. 128x64 and 128x128 query x key
-    tiles with 4-8 warps and 3 stages are the usual Hopper choices of FA2-style Triton kernels for
-    head dims <= 128; 64x64 / 64x32 fit registers and shared memory at D = 160..256 (and are the
-    only ones kept for fp32)."""
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, TMA) tried on the GPU. 128x64 and 128x128 query x
+    key tiles with 4-8 warps and 3 stages are the usual Hopper choices of FA2-style Triton kernels
+    for head dims <= 128; 64x64 / 64x32 fit registers and shared memory at D = 160..256 (and are
+    the only ones kept for fp32). TMA=1: the streamed key/value tiles come through tensor
+    descriptors where the tensors allow it (``TMA_OK``): S1 (D = 40) 5.0 ms vs 8.1 ms for the best
+    pointer tile; at D = 80 the two are within 3% (S10, H100). TMA=1 configs come first, so they
+    are the default when TFAA_AUTOTUNE=0."""
     shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2),
               (32, 32, 4, 1)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in shapes]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "TMA": tma}, num_warps=w, num_stages=s)
+            for tma in (1, 0) for m, n, w, s in shapes]
 
 
 def _bwd_configs():
@@ -56,17 +63,25 @@ def _bwd_configs():
     in the dk/dv part, queries in the dq part) and the tile it streams. A tall held tile and a thin
     streamed one (128x32, as in the FA2 Triton tutorial) keeps the fp32 accumulators resident and
     the streamed loads small; 8 warps hold the larger accumulators of D = 80..160; 64x32 is the
-    fallback for D = 256 and fp32."""
-    shapes = [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
-    return [triton.Config({"BLOCK_HELD": m, "BLOCK_ITER": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in shapes]
+    fallback for D = 256 and fp32. TMA=1: the streamed tiles (q and dout for dk/dv, k and v for dq)
+    come through tensor descriptors where the tensors allow it (``TMA_OK``): S1 (D = 40) 14.8 ms vs
+    25.2 ms for the best pointer tile; at D = 80 the pointer tiles were faster (1.47 vs 1.72 ms),
+    so both are tuned."""
+    shapes = [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 2),
+              (32, 32, 4, 1)]
+    return [triton.Config({"BLOCK_HELD": m, "BLOCK_ITER": n, "TMA": tma}, num_warps=w,
+                          num_stages=s)
+            for tma in (1, 0) for m, n, w, s in shapes]
 
 
 def _prune(configs, named_args, **kwargs):
     """Keep the tiles that fit the dtype: 16-bit inputs use the tensor-core tiles (>= 64x32);
     fp32 inputs use exact ("ieee") dots on CUDA cores with fp32 operands, so only small tiles
-    (<= 64x64), and for head dims > 128 only the single-stage 32x32 tile fits shared memory."""
+    (<= 64x64), and for head dims > 128 only the single-stage 32x32 tile fits shared memory.
+    TMA=1 configs only where the tensors qualify (``TMA_OK``)."""
     d = kwargs.get("D", named_args.get("D", 0))
+    if not kwargs.get("TMA_OK", named_args.get("TMA_OK", False)):
+        configs = [c for c in configs if not c.kwargs["TMA"]]
 
     def area(c):
         return math.prod(v for k, v in c.kwargs.items() if k.startswith("BLOCK"))
@@ -79,9 +94,9 @@ def _prune(configs, named_args, **kwargs):
     return keep or configs[-1:]
 
 
-_KEY = ["L", "H", "D", "DTYPE_KEY"]
-_INTERP_FWD = {"BLOCK_M": 16, "BLOCK_N": 16}
-_INTERP_BWD = {"BLOCK_HELD": 16, "BLOCK_ITER": 16}
+_KEY = ["L", "H", "D", "DTYPE_KEY", "TMA_OK"]
+_INTERP_FWD = {"BLOCK_M": 16, "BLOCK_N": 16, "TMA": 1}       # TMA where the tensors allow it
+_INTERP_BWD = {"BLOCK_HELD": 16, "BLOCK_ITER": 16, "TMA": 1}
 
 
 # ----------------------------------------------------------------- shared helpers
@@ -144,42 +159,59 @@ def _row_vec(base, row0, n_rows, other, BLOCK_R: tl.constexpr):
     return tl.load(base + rows, mask=rows < n_rows, other=other)
 
 
-# ----------------------------------------------------------------- forward
+# The tiles a program streams in its loop come from one of two sources (constexpr TMA): device-side
+# tensor descriptors over the whole (B*F, L, H, D) tensor, with [1, ROWS, 1, BLOCK_D0] and
+# [1, ROWS, 1, BLOCK_D1] boxes (the copy engine computes the addresses and zero-fills rows >= L and
+# columns >= D), or int64 pointer tiles with masks (any layout with stride(-1) == 1). The tile a
+# program loads once and its outputs always use pointers (see _USE_TMA for why). Frame and head
+# indices stay int32 (descriptor coordinates); the pointer path widens them.
 @triton.jit
-def _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_base, v_base, sk_l, sv_l, n_keys, qk_scale,
-                D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D0: tl.constexpr,
-                BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr, PREC: tl.constexpr,
-                EVEN_L: tl.constexpr):
-    """Online-softmax update of (acc0/acc1 [M, BLOCK_D0/1], m_i [M], l_i [M]) with the first
-    ``n_keys`` keys of one frame (0 or L). Scores are in log2 units (``qk_scale`` has log2(e)).
-    EVEN_L: every key tile is full, no score mask."""
-    for n0 in range(0, n_keys, BLOCK_N):
-        k0, k1 = _load_split(k_base, n0, n_keys, sk_l, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1)
-        s = _dot_nt(q0, q1, k0, k1, HAS_D1, PREC) * qk_scale
-        if not EVEN_L:
-            cols = n0 + tl.arange(0, BLOCK_N)
-            s = tl.where((cols < n_keys)[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v0, v1 = _load_split(v_base, n0, n_keys, sv_l, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1)
-        p = p.to(v0.dtype)
-        acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=PREC)
+def _source(ptr, N, L, H, s_n, s_l, s_h, D: tl.constexpr, ROWS: tl.constexpr,
+            BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
+            TMA: tl.constexpr):
+    """(a0, a1): the descriptors of the two column chunks (TMA), or the base pointer twice."""
+    if TMA:
+        a0 = tl.make_tensor_descriptor(ptr, [N, L, H, D], [s_n, s_l, s_h, 1],
+                                       [1, ROWS, 1, BLOCK_D0])
         if HAS_D1:
-            acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=PREC)
-        m_i = m_new
-    return acc0, acc1, m_i, l_i
+            a1 = tl.make_tensor_descriptor(ptr, [N, L, H, D], [s_n, s_l, s_h, 1],
+                                           [1, ROWS, 1, BLOCK_D1])
+        else:
+            a1 = a0
+    else:
+        a0 = ptr
+        a1 = ptr
+    return a0, a1
 
 
+@triton.jit
+def _tile(a0, a1, n, row0, h, L, s_n, s_l, s_h, D: tl.constexpr, ROWS: tl.constexpr,
+          BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
+          TMA: tl.constexpr):
+    """The column chunks [ROWS, BLOCK_D0], [ROWS, BLOCK_D1] of rows row0.. of frame n, head h,
+    zero past L and D (the second a dead zero tile when not HAS_D1)."""
+    if TMA:
+        t0 = a0.load([n, row0, h, 0]).reshape(ROWS, BLOCK_D0)
+        if HAS_D1:
+            t1 = a1.load([n, row0, h, BLOCK_D0]).reshape(ROWS, BLOCK_D1)
+        else:
+            t1 = tl.zeros([ROWS, BLOCK_D1], dtype=t0.dtype)
+    else:
+        t0, t1 = _load_split(a0 + n.to(tl.int64) * s_n + h.to(tl.int64) * s_h, row0, L, s_l, D,
+                             ROWS, BLOCK_D0, BLOCK_D1, HAS_D1)
+    return t0, t1
+
+
+# ----------------------------------------------------------------- forward
 @tunable(_fwd_configs(), key=_KEY, prune=_prune)
 @triton.jit
 def _spatial_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
     sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h, so_n, so_l, so_h,
-    L, H, F, scale, DTYPE_KEY,
+    N, L, H, F, scale, DTYPE_KEY,
     D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
-    PREC: tl.constexpr, EVEN_L: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, EVEN_L: tl.constexpr, TMA_OK: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, TMA: tl.constexpr,
 ):
     # program -> (row n = b*F + f, head h, query block); query blocks of one (n, h) are adjacent so
     # they share the K/V tiles in L2.
@@ -187,35 +219,56 @@ def _spatial_fwd_kernel(
     pid = tl.program_id(0)
     m0 = (pid % n_mb) * BLOCK_M
     nh = pid // n_mb
-    h = (nh % H).to(tl.int64)
-    n = (nh // H).to(tl.int64)
+    h = nh % H
+    n = nh // H
     f = n % F
     first = n - f
     prev = first + tl.maximum(f - 1, 0)
-
-    q0, q1 = _load_split(q_ptr + n * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_M, BLOCK_D0,
-                         BLOCK_D1, HAS_D1)
-    qk_scale = scale * 1.4426950408889634
+    USE_TMA: tl.constexpr = TMA and TMA_OK
+    kd0, kd1 = _source(k_ptr, N, L, H, sk_n, sk_l, sk_h, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1,
+                       USE_TMA)
+    vd0, vd1 = _source(v_ptr, N, L, H, sv_n, sv_l, sv_h, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1,
+                       USE_TMA)
+    q0, q1 = _tile(q_ptr, q_ptr, n, m0, h, L, sq_n, sq_l, sq_h, D, BLOCK_M, BLOCK_D0, BLOCK_D1,
+                   HAS_D1, False)
+    qk_scale = scale * 1.4426950408889634     # scores in log2 units; scale > 0 (validated)
     acc0 = tl.zeros([BLOCK_M, BLOCK_D0], dtype=tl.float32)
     acc1 = tl.zeros([BLOCK_M, BLOCK_D1], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    # frames 0 and 1: prev(f) == 0, the duplicate copy is folded into the LSE below
-    n_prev = tl.where(f >= 2, L, 0)
-    acc0, acc1, m_i, l_i = _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_ptr + prev * sk_n + h * sk_h,
-                                       v_ptr + prev * sv_n + h * sv_h, sk_l, sv_l, n_prev, qk_scale,
-                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, EVEN_L)
-    acc0, acc1, m_i, l_i = _fwd_stream(acc0, acc1, m_i, l_i, q0, q1, k_ptr + first * sk_n + h * sk_h,
-                                       v_ptr + first * sv_n + h * sv_h, sk_l, sv_l, L, qk_scale,
-                                       D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, EVEN_L)
+    # One loop over the key tiles of frame prev(f), then frame 0 (`first`). Frames 0 and 1 have
+    # prev(f) == 0: they stream frame 0 once, the duplicate copy is folded into the LSE below.
+    n_kb = tl.cdiv(L, BLOCK_N)
+    n_it = tl.where(f >= 2, 2 * n_kb, n_kb)
+    for t in range(0, n_it):
+        kn = tl.where(t < n_it - n_kb, prev, first)
+        k0 = (t % n_kb) * BLOCK_N
+        ka, kb = _tile(kd0, kd1, kn, k0, h, L, sk_n, sk_l, sk_h, D, BLOCK_N, BLOCK_D0, BLOCK_D1,
+                       HAS_D1, USE_TMA)
+        s = _dot_nt(q0, q1, ka, kb, HAS_D1, PREC)
+        if not EVEN_L:
+            cols = k0 + tl.arange(0, BLOCK_N)
+            s = tl.where((cols < L)[None, :], s, float("-inf"))
+        # the scale is folded into the exponent's multiply-add (max(s) * scale = max(s * scale))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        va, vb = _tile(vd0, vd1, kn, k0, h, L, sv_n, sv_l, sv_h, D, BLOCK_N, BLOCK_D0, BLOCK_D1,
+                       HAS_D1, USE_TMA)
+        p = p.to(va.dtype)
+        acc0 = tl.dot(p, va, acc0 * alpha[:, None], input_precision=PREC)
+        if HAS_D1:
+            acc1 = tl.dot(p, vb, acc1 * alpha[:, None], input_precision=PREC)
+        m_i = m_new
 
     inv_l = 1.0 / l_i[:, None]
-    _store_split(o_ptr + n * so_n + h * so_h, m0, L, so_l, acc0 * inv_l, acc1 * inv_l,
-                 D, BLOCK_M, BLOCK_D0, BLOCK_D1, HAS_D1)
+    _store_split(o_ptr + n.to(tl.int64) * so_n + h.to(tl.int64) * so_h, m0, L, so_l, acc0 * inv_l,
+                 acc1 * inv_l, D, BLOCK_M, BLOCK_D0, BLOCK_D1, HAS_D1)
     dup = tl.where(f <= 1, 1.0, 0.0)
     lse = (m_i + tl.log2(l_i) + dup) * 0.6931471805599453
     rows = m0 + tl.arange(0, BLOCK_M)
-    tl.store(lse_ptr + (n * H + h) * L + rows, lse, mask=rows < L)
+    tl.store(lse_ptr + nh.to(tl.int64) * L + rows, lse, mask=rows < L)
 
 
 # ----------------------------------------------------------------- backward
@@ -240,25 +293,30 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, so_n, so_l, so_h, sdo_n, sdo_l, sdo_
 @triton.jit
 def _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
                   sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
-                  sg_n, sg_l, sg_h, L, H, F, n_clips, qk_scale, scale,
+                  sg_n, sg_l, sg_h, N, L, H, F, qk_scale, scale,
                   D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
-                  HAS_D1: tl.constexpr, PREC: tl.constexpr,
+                  HAS_D1: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr,
                   BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr):
     """dk, dv of one key tile: key frame ``g``, head ``h``, rows ``k0..k0+BLOCK_HELD``.
     pid -> (key block fastest, head, clip, key frame g slowest): frame-0 programs launch first."""
     n_kb = tl.cdiv(L, BLOCK_HELD)
     k0 = (pid % n_kb) * BLOCK_HELD
     r = pid // n_kb
-    h = (r % H).to(tl.int64)
+    h = r % H
     r = r // H
-    clip = (r % n_clips).to(tl.int64) * F
+    n_clips = N // F
+    clip = (r % n_clips) * F
     g = r // n_clips
     kn = clip + g
 
-    ka, kb = _load_split(k_ptr + kn * sk_n + h * sk_h, k0, L, sk_l, D, BLOCK_HELD, BLOCK_D0,
-                         BLOCK_D1, HAS_D1)
-    va, vb = _load_split(v_ptr + kn * sv_n + h * sv_h, k0, L, sv_l, D, BLOCK_HELD, BLOCK_D0,
-                         BLOCK_D1, HAS_D1)
+    qd0, qd1 = _source(q_ptr, N, L, H, sq_n, sq_l, sq_h, D, BLOCK_ITER, BLOCK_D0, BLOCK_D1,
+                       HAS_D1, TMA)
+    dod0, dod1 = _source(do_ptr, N, L, H, sdo_n, sdo_l, sdo_h, D, BLOCK_ITER, BLOCK_D0, BLOCK_D1,
+                         HAS_D1, TMA)
+    ka, kb = _tile(k_ptr, k_ptr, kn, k0, h, L, sk_n, sk_l, sk_h, D, BLOCK_HELD, BLOCK_D0,
+                   BLOCK_D1, HAS_D1, False)
+    va, vb = _tile(v_ptr, v_ptr, kn, k0, h, L, sv_n, sv_l, sv_h, D, BLOCK_HELD, BLOCK_D0,
+                   BLOCK_D1, HAS_D1, False)
     dka = tl.zeros([BLOCK_HELD, BLOCK_D0], dtype=tl.float32)
     dkb = tl.zeros([BLOCK_HELD, BLOCK_D1], dtype=tl.float32)
     dva = tl.zeros([BLOCK_HELD, BLOCK_D0], dtype=tl.float32)
@@ -273,17 +331,17 @@ def _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, 
         f = f_lo + t // n_qb
         m0 = (t % n_qb) * BLOCK_ITER
         qn = clip + f
-        qa, qb = _load_split(q_ptr + qn * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_ITER, BLOCK_D0,
-                             BLOCK_D1, HAS_D1)
-        doa, dob = _load_split(do_ptr + qn * sdo_n + h * sdo_h, m0, L, sdo_l, D, BLOCK_ITER,
-                               BLOCK_D0, BLOCK_D1, HAS_D1)
-        row = (qn * H + h) * L
+        qa, qb = _tile(qd0, qd1, qn, m0, h, L, sq_n, sq_l, sq_h, D, BLOCK_ITER, BLOCK_D0,
+                       BLOCK_D1, HAS_D1, TMA)
+        doa, dob = _tile(dod0, dod1, qn, m0, h, L, sdo_n, sdo_l, sdo_h, D, BLOCK_ITER, BLOCK_D0,
+                         BLOCK_D1, HAS_D1, TMA)
+        row = (qn * H + h).to(tl.int64) * L
         lse2 = _row_vec(lse_ptr + row, m0, L, float("inf"), BLOCK_ITER) * 1.4426950408889634
         delta = _row_vec(delta_ptr + row, m0, L, 0.0, BLOCK_ITER)
         # frames 0 and 1 read frame 0 twice (as prev and as first): both copies count
         w = tl.where(f <= 1, 2.0, 1.0)
-        s_t = _dot_nt(ka, kb, qa, qb, HAS_D1, PREC) * qk_scale                 # [HELD, ITER]
-        p_t = tl.exp2(s_t - lse2[None, :]) * w
+        s_t = _dot_nt(ka, kb, qa, qb, HAS_D1, PREC)                             # [HELD, ITER]
+        p_t = tl.exp2(s_t * qk_scale - lse2[None, :]) * w
         dp_t = _dot_nt(va, vb, doa, dob, HAS_D1, PREC)
         ds_t = (p_t * (dp_t - delta[None, :])).to(qa.dtype)
         p_t = p_t.to(doa.dtype)
@@ -293,34 +351,38 @@ def _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, 
             dvb = tl.dot(p_t, dob, dvb, input_precision=PREC)
             dkb = tl.dot(ds_t, qb, dkb, input_precision=PREC)
 
-    _store_split(dk_ptr + kn * sg_n + h * sg_h, k0, L, sg_l, dka * scale, dkb * scale,
-                 D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
-    _store_split(dv_ptr + kn * sg_n + h * sg_h, k0, L, sg_l, dva, dvb,
-                 D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
+    g_off = kn.to(tl.int64) * sg_n + h.to(tl.int64) * sg_h
+    _store_split(dk_ptr + g_off, k0, L, sg_l, dka * scale, dkb * scale, D, BLOCK_HELD, BLOCK_D0,
+                 BLOCK_D1, HAS_D1)
+    _store_split(dv_ptr + g_off, k0, L, sg_l, dva, dvb, D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
 @triton.jit
 def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                 sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
-                sg_n, sg_l, sg_h, L, H, F, qk_scale, scale,
+                sg_n, sg_l, sg_h, N, L, H, F, qk_scale, scale,
                 D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr,
                 HAS_D1: tl.constexpr, PREC: tl.constexpr, EVEN_L: tl.constexpr,
-                BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr):
+                TMA: tl.constexpr, BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr):
     """dq of one query tile: row n, head h, rows ``m0..m0+BLOCK_HELD``; streams the key tiles of
     frame prev(f) (only when f >= 2) and then frame 0, like the forward."""
     n_mb = tl.cdiv(L, BLOCK_HELD)
     m0 = (pid % n_mb) * BLOCK_HELD
     nh = pid // n_mb
-    h = (nh % H).to(tl.int64)
-    n = (nh // H).to(tl.int64)
+    h = nh % H
+    n = nh // H
     f = n % F
     first = n - f
 
-    qa, qb = _load_split(q_ptr + n * sq_n + h * sq_h, m0, L, sq_l, D, BLOCK_HELD, BLOCK_D0,
-                         BLOCK_D1, HAS_D1)
-    doa, dob = _load_split(do_ptr + n * sdo_n + h * sdo_h, m0, L, sdo_l, D, BLOCK_HELD, BLOCK_D0,
-                           BLOCK_D1, HAS_D1)
-    row = (n * H + h) * L
+    kd0, kd1 = _source(k_ptr, N, L, H, sk_n, sk_l, sk_h, D, BLOCK_ITER, BLOCK_D0, BLOCK_D1,
+                       HAS_D1, TMA)
+    vd0, vd1 = _source(v_ptr, N, L, H, sv_n, sv_l, sv_h, D, BLOCK_ITER, BLOCK_D0, BLOCK_D1,
+                       HAS_D1, TMA)
+    qa, qb = _tile(q_ptr, q_ptr, n, m0, h, L, sq_n, sq_l, sq_h, D, BLOCK_HELD, BLOCK_D0, BLOCK_D1,
+                   HAS_D1, False)
+    doa, dob = _tile(do_ptr, do_ptr, n, m0, h, L, sdo_n, sdo_l, sdo_h, D, BLOCK_HELD, BLOCK_D0,
+                     BLOCK_D1, HAS_D1, False)
+    row = nh.to(tl.int64) * L
     lse2 = _row_vec(lse_ptr + row, m0, L, 0.0, BLOCK_HELD) * 1.4426950408889634
     delta = _row_vec(delta_ptr + row, m0, L, 0.0, BLOCK_HELD)
     dqa = tl.zeros([BLOCK_HELD, BLOCK_D0], dtype=tl.float32)
@@ -331,15 +393,15 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
     for t in range(0, n_kf * n_kb):
         kn = tl.where(t // n_kb == n_kf - 1, first, n - 1)
         k0 = (t % n_kb) * BLOCK_ITER
-        ka, kb = _load_split(k_ptr + kn * sk_n + h * sk_h, k0, L, sk_l, D, BLOCK_ITER, BLOCK_D0,
-                             BLOCK_D1, HAS_D1)
-        va, vb = _load_split(v_ptr + kn * sv_n + h * sv_h, k0, L, sv_l, D, BLOCK_ITER, BLOCK_D0,
-                             BLOCK_D1, HAS_D1)
-        s = _dot_nt(qa, qb, ka, kb, HAS_D1, PREC) * qk_scale                   # [HELD, ITER]
+        ka, kb = _tile(kd0, kd1, kn, k0, h, L, sk_n, sk_l, sk_h, D, BLOCK_ITER, BLOCK_D0,
+                       BLOCK_D1, HAS_D1, TMA)
+        va, vb = _tile(vd0, vd1, kn, k0, h, L, sv_n, sv_l, sv_h, D, BLOCK_ITER, BLOCK_D0,
+                       BLOCK_D1, HAS_D1, TMA)
+        s = _dot_nt(qa, qb, ka, kb, HAS_D1, PREC)                               # [HELD, ITER]
         if not EVEN_L:
             cols = k0 + tl.arange(0, BLOCK_ITER)
             s = tl.where((cols < L)[None, :], s, float("-inf"))
-        p = tl.exp2(s - lse2[:, None])
+        p = tl.exp2(s * qk_scale - lse2[:, None])
         dp = _dot_nt(doa, dob, va, vb, HAS_D1, PREC)
         ds = (p * (dp - delta[:, None])).to(ka.dtype)
         dqa = tl.dot(ds, ka, dqa, input_precision=PREC)
@@ -347,8 +409,8 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
             dqb = tl.dot(ds, kb, dqb, input_precision=PREC)
 
     c = scale * tl.where(f <= 1, 2.0, 1.0)   # the two copies of frame 0 for frames 0 and 1
-    _store_split(dq_ptr + n * sg_n + h * sg_h, m0, L, sg_l, dqa * c, dqb * c,
-                 D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
+    _store_split(dq_ptr + n.to(tl.int64) * sg_n + h.to(tl.int64) * sg_h, m0, L, sg_l, dqa * c,
+                 dqb * c, D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
 @tunable(_bwd_configs(), key=_KEY, prune=_prune)
@@ -359,24 +421,25 @@ def _spatial_bwd_kernel(
     sg_n, sg_l, sg_h,   # strides of dq, dk, dv (all contiguous, same shape)
     N, L, H, F, scale, DTYPE_KEY,
     D: tl.constexpr, BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
-    PREC: tl.constexpr, EVEN_L: tl.constexpr, BLOCK_HELD: tl.constexpr,
-    BLOCK_ITER: tl.constexpr,
+    PREC: tl.constexpr, EVEN_L: tl.constexpr, TMA_OK: tl.constexpr, BLOCK_HELD: tl.constexpr,
+    BLOCK_ITER: tl.constexpr, TMA: tl.constexpr,
 ):
     """One launch: the first N*H*cdiv(L, BLOCK_HELD) programs compute dk/dv (frame 0's first), the
     next as many compute dq."""
     pid = tl.program_id(0)
     n_kv = N * H * tl.cdiv(L, BLOCK_HELD)
     qk_scale = scale * 1.4426950408889634
+    USE_TMA: tl.constexpr = TMA and TMA_OK
     if pid < n_kv:
         _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
                       sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
-                      sg_n, sg_l, sg_h, L, H, F, N // F, qk_scale, scale,
-                      D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, BLOCK_HELD, BLOCK_ITER)
+                      sg_n, sg_l, sg_h, N, L, H, F, qk_scale, scale,
+                      D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, USE_TMA, BLOCK_HELD, BLOCK_ITER)
     else:
         _dq_program(pid - n_kv, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                     sdo_n, sdo_l, sdo_h, sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h,
-                    sg_n, sg_l, sg_h, L, H, F, qk_scale, scale,
-                    D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, EVEN_L, BLOCK_HELD, BLOCK_ITER)
+                    sg_n, sg_l, sg_h, N, L, H, F, qk_scale, scale,
+                    D, BLOCK_D0, BLOCK_D1, HAS_D1, PREC, EVEN_L, USE_TMA, BLOCK_HELD, BLOCK_ITER)
 
 
 # ----------------------------------------------------------------- launchers
@@ -400,16 +463,57 @@ def head_split(d: int):
     return full, 16, False
 
 
-def _static_meta(q):
+# Set to False to force the pointer path (tests compare both on the same shapes).
+_USE_TMA = True
+# Descriptors serve only the streamed tiles. A first version that also loaded the held tile and
+# stored the output through descriptors gave wrong results on the H100 (Triton 3.6) whenever the
+# head dim ran as one column chunk (D = 64, or 40 padded to 64): relative error 0.6-0.8 for every
+# backward tile and the forward's BLOCK_N = 64 tiles, while split head dims were exact (S10 probes).
+# With pointers for held tiles and outputs, every tile is exact for D = 32, 40 (one 64 chunk or
+# 32+16), 64, 80 and 160; tests/test_attention_spatial.py::test_every_config_gpu keeps checking.
+
+
+def _tma_ok(*tensors) -> bool:
+    """Whether every (B*F, L, H, D) tensor can be read through descriptors: a TMA-capable device
+    (sm_90+ or the interpreter), channels contiguous, 16-byte aligned base and strides."""
+    if not _USE_TMA or not tma_capable(tensors[0].device):
+        return False
+    for t in tensors:
+        es = t.element_size()
+        if (t.stride(-1) != 1 or t.data_ptr() % 16
+                or any((t.stride(i) * es) % 16 for i in range(3))):
+            return False
+    return True
+
+
+def _static_meta(q, *streamed, one_chunk_upto: int = 0):
     """Compile-time parameters shared by every launch: head dim, its column chunks, dot precision,
-    and EVEN_L (L is a multiple of 128, hence of every tile size: no key-tile score masks).
+    EVEN_L (L is a multiple of 128, hence of every tile size: no key-tile score masks) and TMA_OK
+    (every tensor the kernel streams qualifies for descriptors, :func:`_tma_ok`). With TMA_OK,
+    head dims up to ``one_chunk_upto`` run as one padded chunk instead of :func:`head_split`'s two.
     fp32 inputs use exact fp32 dots (tf32 would miss the fp32 tolerance); fp16/bf16 use tensor
     cores with fp32 accumulation."""
     d = q.shape[-1]
+    tma_ok = _tma_ok(*streamed)
     d0, d1, has_d1 = head_split(d)
+    if tma_ok and has_d1 and d <= one_chunk_upto:
+        d0, d1, has_d1 = max(16, next_power_of_2(d)), 16, False
     return {"D": d, "BLOCK_D0": d0, "BLOCK_D1": d1, "HAS_D1": has_d1,
             "PREC": "ieee" if q.dtype == torch.float32 else "tf32",
-            "EVEN_L": q.shape[1] % 128 == 0}
+            "EVEN_L": q.shape[1] % 128 == 0, "TMA_OK": tma_ok}
+
+
+# The forward with descriptor tiles runs D = 40 as one 64-column chunk: S1 4.87 ms vs 5.26 ms as
+# 32+16 (S10, H100); the backward stays split there (15.1 ms vs 16.1 padded).
+_FWD_ONE_CHUNK_UPTO = 64
+
+
+def _launch(meta, device, launch):
+    """Run ``launch`` (with the descriptors' workspace allocator when the TMA path is taken)."""
+    if meta["TMA_OK"]:
+        tma_workspace(device, launch)
+    else:
+        launch()
 
 
 def spatial_attention_fwd(q, k, v, num_frames: int, scale: float):
@@ -417,17 +521,17 @@ def spatial_attention_fwd(q, k, v, num_frames: int, scale: float):
     n, l, h, d = q.shape
     out = empty((n, l, h, d), q.dtype, q.device)
     lse = empty((n, h, l), torch.float32, q.device)
-    meta = _static_meta(q)
+    meta = _static_meta(q, k, v, one_chunk_upto=_FWD_ONE_CHUNK_UPTO)
     if triton_interpret():
         meta.update(_INTERP_FWD)
 
     def grid(m):
         return (n * h * cdiv(l, m["BLOCK_M"]),)
-    _spatial_fwd_kernel[grid](
+    _launch(meta, q.device, lambda: _spatial_fwd_kernel[grid](
         q, k, v, out, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        l, h, num_frames, scale, _dtype_key(q), **meta)
+        n, l, h, num_frames, scale, _dtype_key(q), **meta))
     return out, lse
 
 
@@ -449,18 +553,18 @@ def spatial_attention_bwd(dout, q, k, v, out, lse, num_frames: int, scale: float
     n, l, h, d = q.shape
     delta = _delta(out, dout)
     dq, dk, dv = (empty((n, l, h, d), q.dtype, q.device) for _ in range(3))
-    meta = _static_meta(q)
+    meta = _static_meta(q, q, dout, k, v)
     if triton_interpret():
         meta.update(_INTERP_BWD)
 
     def grid(m):
         return (2 * n * h * cdiv(l, m["BLOCK_HELD"]),)
-    _spatial_bwd_kernel[grid](
+    _launch(meta, q.device, lambda: _spatial_bwd_kernel[grid](
         dout, q, k, v, lse, delta, dq, dk, dv,
         dout.stride(0), dout.stride(1), dout.stride(2), q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2),
-        n, l, h, num_frames, scale, _dtype_key(q), **meta)
+        n, l, h, num_frames, scale, _dtype_key(q), **meta))
     return dq, dk, dv
 
 
