@@ -116,16 +116,17 @@ spatial_attention_fwd.register_autograd(_spatial_backward, setup_context=_spatia
 
 # ---------------------------------------------------------------- public op
 # Spatial mode, "auto": the Triton kernels beat the reference (cat K/V + SDPA) in the forward at
-# every measured head dim (S1, D = 40: 5.2 vs 5.9 ms; 32x32 C640, D = 80: 0.46 vs 1.08 ms) and in
-# forward+backward at D = 80 (1.97 vs 3.06 ms), but not in forward+backward at D = 40 (S1: 20.3 vs
-# 19.1 ms; S10, RESULTS.md). So "auto" takes the reference below head dim 64 only when a backward
-# will follow (grad mode on and an input requires grad).
+# every measured head dim (S1, D = 40: 4.89 vs 5.91 ms; 32x32 C640, D = 80: 0.46 vs 1.08 ms) and
+# in forward+backward at D = 80 (1.96 vs 3.07 ms), but not in forward+backward at D = 40 (S1: 19.9
+# vs 19.0 ms; S10-run 6, RESULTS.md). So "auto" takes the reference below head dim 64 only when a
+# backward will follow (grad mode on and an input requires grad).
 _AUTO_SPATIAL_TRAIN_MIN_D = 64
 
 
 def _spatial_auto_prefers_reference(q: Tensor, k: Tensor, v: Tensor) -> bool:
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     return needs_grad and q.shape[-1] < _AUTO_SPATIAL_TRAIN_MIN_D
+
 
 def first_adjacent_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int,
                              mode: str = "temporal", scale: Optional[float] = None,
