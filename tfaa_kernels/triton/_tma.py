@@ -98,17 +98,23 @@ def tma_orientation(t: torch.Tensor, num_frames: int) -> Optional[bool]:
     return cl
 
 
-def tma_matrix_ok(t: torch.Tensor) -> bool:
-    """A (K, R, C) weight a descriptor can tile: last axis contiguous, 16-byte aligned otherwise."""
+def tma_strides_ok(t: torch.Tensor) -> bool:
+    """A tensor a descriptor can tile as it is laid out (e.g. a (K, R, C) weight or (B*F, L, H, D)
+    attention tokens): last axis contiguous, base and every other stride 16-byte aligned."""
     es = t.element_size()
-    return (t.stride(2) == 1 and t.data_ptr() % 16 == 0 and (t.stride(1) * es) % 16 == 0
-            and (t.stride(0) * es) % 16 == 0)
+    return (t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+            and all((t.stride(i) * es) % 16 == 0 for i in range(t.dim() - 1)))
 
 
-def tma_workspace(device: torch.device, launch: Callable[[], None]) -> None:
+def tma_workspace(device: torch.device, launch: Callable[[], None], needed: bool = True) -> None:
     """Run ``launch`` with a Triton allocator for the descriptors' workspace (a torch allocation on
     ``device``, so CUDA-graph capture and the caching allocator see it), in a copied context: the
-    caller's allocator setting is left as it was."""
+    caller's allocator setting is left as it was. ``needed=False`` (the launch builds no
+    descriptors) just runs it."""
+    if not needed:
+        launch()
+        return
+
     def alloc(size: int, alignment: int, stream: Optional[int]):
         return torch.empty(size, dtype=torch.int8, device=device)
 

@@ -40,7 +40,7 @@ from .._alloc import empty
 from ..backends import register_impl, triton_interpret
 from ._host import cdiv, next_power_of_2
 from ._autotune import tunable
-from ._tma import tma_capable, tma_workspace
+from ._tma import tma_capable, tma_strides_ok, tma_workspace
 
 
 # ----------------------------------------------------------------- configs
@@ -166,6 +166,12 @@ def _row_vec(base, row0, n_rows, other, BLOCK_R: tl.constexpr):
 # program loads once and its outputs always use pointers (see _USE_TMA for why). Frame and head
 # indices stay int32 (descriptor coordinates); the pointer path widens them.
 @triton.jit
+def _slice(ptr, n, h, s_n, s_h):
+    """Pointer to frame n, head h of a (B*F, L, H, D) tensor (int64 offsets)."""
+    return ptr + n.to(tl.int64) * s_n + h.to(tl.int64) * s_h
+
+
+@triton.jit
 def _source(ptr, N, L, H, s_n, s_l, s_h, D: tl.constexpr, ROWS: tl.constexpr,
             BLOCK_D0: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D1: tl.constexpr,
             TMA: tl.constexpr):
@@ -197,8 +203,8 @@ def _tile(a0, a1, n, row0, h, L, s_n, s_l, s_h, D: tl.constexpr, ROWS: tl.conste
         else:
             t1 = tl.zeros([ROWS, BLOCK_D1], dtype=t0.dtype)
     else:
-        t0, t1 = _load_split(a0 + n.to(tl.int64) * s_n + h.to(tl.int64) * s_h, row0, L, s_l, D,
-                             ROWS, BLOCK_D0, BLOCK_D1, HAS_D1)
+        t0, t1 = _load_split(_slice(a0, n, h, s_n, s_h), row0, L, s_l, D, ROWS, BLOCK_D0,
+                             BLOCK_D1, HAS_D1)
     return t0, t1
 
 
@@ -263,8 +269,8 @@ def _spatial_fwd_kernel(
         m_i = m_new
 
     inv_l = 1.0 / l_i[:, None]
-    _store_split(o_ptr + n.to(tl.int64) * so_n + h.to(tl.int64) * so_h, m0, L, so_l, acc0 * inv_l,
-                 acc1 * inv_l, D, BLOCK_M, BLOCK_D0, BLOCK_D1, HAS_D1)
+    _store_split(_slice(o_ptr, n, h, so_n, so_h), m0, L, so_l, acc0 * inv_l, acc1 * inv_l, D,
+                 BLOCK_M, BLOCK_D0, BLOCK_D1, HAS_D1)
     dup = tl.where(f <= 1, 1.0, 0.0)
     lse = (m_i + tl.log2(l_i) + dup) * 0.6931471805599453
     rows = m0 + tl.arange(0, BLOCK_M)
@@ -351,10 +357,10 @@ def _dkdv_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dk_ptr, 
             dvb = tl.dot(p_t, dob, dvb, input_precision=PREC)
             dkb = tl.dot(ds_t, qb, dkb, input_precision=PREC)
 
-    g_off = kn.to(tl.int64) * sg_n + h.to(tl.int64) * sg_h
-    _store_split(dk_ptr + g_off, k0, L, sg_l, dka * scale, dkb * scale, D, BLOCK_HELD, BLOCK_D0,
+    _store_split(_slice(dk_ptr, kn, h, sg_n, sg_h), k0, L, sg_l, dka * scale, dkb * scale, D,
+                 BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
+    _store_split(_slice(dv_ptr, kn, h, sg_n, sg_h), k0, L, sg_l, dva, dvb, D, BLOCK_HELD, BLOCK_D0,
                  BLOCK_D1, HAS_D1)
-    _store_split(dv_ptr + g_off, k0, L, sg_l, dva, dvb, D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
 @triton.jit
@@ -409,8 +415,8 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
             dqb = tl.dot(ds, kb, dqb, input_precision=PREC)
 
     c = scale * tl.where(f <= 1, 2.0, 1.0)   # the two copies of frame 0 for frames 0 and 1
-    _store_split(dq_ptr + n.to(tl.int64) * sg_n + h.to(tl.int64) * sg_h, m0, L, sg_l, dqa * c,
-                 dqb * c, D, BLOCK_HELD, BLOCK_D0, BLOCK_D1, HAS_D1)
+    _store_split(_slice(dq_ptr, n, h, sg_n, sg_h), m0, L, sg_l, dqa * c, dqb * c, D, BLOCK_HELD,
+                 BLOCK_D0, BLOCK_D1, HAS_D1)
 
 
 @tunable(_bwd_configs(), key=_KEY, prune=_prune)
@@ -476,14 +482,8 @@ _USE_TMA = True
 def _tma_ok(*tensors) -> bool:
     """Whether every (B*F, L, H, D) tensor can be read through descriptors: a TMA-capable device
     (sm_90+ or the interpreter), channels contiguous, 16-byte aligned base and strides."""
-    if not _USE_TMA or not tma_capable(tensors[0].device):
-        return False
-    for t in tensors:
-        es = t.element_size()
-        if (t.stride(-1) != 1 or t.data_ptr() % 16
-                or any((t.stride(i) * es) % 16 for i in range(3))):
-            return False
-    return True
+    return (_USE_TMA and tma_capable(tensors[0].device)
+            and all(tma_strides_ok(t) for t in tensors))
 
 
 def _static_meta(q, *streamed, one_chunk_upto: int = 0):
@@ -508,14 +508,6 @@ def _static_meta(q, *streamed, one_chunk_upto: int = 0):
 _FWD_ONE_CHUNK_UPTO = 64
 
 
-def _launch(meta, device, launch):
-    """Run ``launch`` (with the descriptors' workspace allocator when the TMA path is taken)."""
-    if meta["TMA_OK"]:
-        tma_workspace(device, launch)
-    else:
-        launch()
-
-
 def spatial_attention_fwd(q, k, v, num_frames: int, scale: float):
     """(out (B*F, L, H, D) contiguous in q's dtype, lse (B*F, H, L) fp32 natural-log)."""
     n, l, h, d = q.shape
@@ -527,11 +519,11 @@ def spatial_attention_fwd(q, k, v, num_frames: int, scale: float):
 
     def grid(m):
         return (n * h * cdiv(l, m["BLOCK_M"]),)
-    _launch(meta, q.device, lambda: _spatial_fwd_kernel[grid](
+    tma_workspace(q.device, lambda: _spatial_fwd_kernel[grid](
         q, k, v, out, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        n, l, h, num_frames, scale, _dtype_key(q), **meta))
+        n, l, h, num_frames, scale, _dtype_key(q), **meta), needed=meta["TMA_OK"])
     return out, lse
 
 
@@ -559,12 +551,12 @@ def spatial_attention_bwd(dout, q, k, v, out, lse, num_frames: int, scale: float
 
     def grid(m):
         return (2 * n * h * cdiv(l, m["BLOCK_HELD"]),)
-    _launch(meta, q.device, lambda: _spatial_bwd_kernel[grid](
+    tma_workspace(q.device, lambda: _spatial_bwd_kernel[grid](
         dout, q, k, v, lse, delta, dq, dk, dv,
         dout.stride(0), dout.stride(1), dout.stride(2), q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2),
-        n, l, h, num_frames, scale, _dtype_key(q), **meta))
+        n, l, h, num_frames, scale, _dtype_key(q), **meta), needed=meta["TMA_OK"])
     return dq, dk, dv
 
 

@@ -55,7 +55,7 @@ from ..backends import register_impl, triton_interpret
 from ._autotune import tunable
 from ._host import cdiv, next_power_of_2
 from ._layout import _pixel_offsets, _pixel_strides
-from ._tma import _frames_desc, _tma_load, _tma_store, tma_matrix_ok, tma_orientation, tma_workspace
+from ._tma import _frames_desc, _tma_load, _tma_store, tma_orientation, tma_strides_ok, tma_workspace
 from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY", "TMA_OK", "X_CL", "Y_CL"]
@@ -457,7 +457,7 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
         meta = dict(_INTERP_GEMM)
 
     x_cl, y_cl = tma_orientation(x, num_frames), tma_orientation(y, num_frames)
-    tma_ok = x_cl is not None and y_cl is not None and tma_matrix_ok(wpack)
+    tma_ok = x_cl is not None and y_cl is not None and tma_strides_ok(wpack)
 
     def grid(m):
         return (cdiv(c_out, m["BLOCK_CO"]) * cdiv(h * w, m["BLOCK_P"]) * n,)
@@ -472,10 +472,7 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
             dict(FLAT_X=flat_x, FLAT_Y=flat_y, HAS_BIAS=bias is not None, **_act_flags(x, prologue, silu),
                  IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), TMA_OK=tma_ok, X_CL=bool(x_cl), Y_CL=bool(y_cl),
                  **meta))
-    if tma_ok:
-        tma_workspace(x.device, launch)
-    else:
-        launch()
+    tma_workspace(x.device, launch, needed=tma_ok)
     return y
 
 
@@ -590,10 +587,7 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
             dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
                  IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), BIAS_GRAD=bias_grad, TMA_OK=tma_ok,
                  X_CL=bool(x_cl), DY_CL=bool(dy_cl), **meta))
-    if tma_ok:
-        tma_workspace(x.device, launch)
-    else:
-        launch()
+    tma_workspace(x.device, launch, needed=tma_ok)
     dw = part[0] if split == 1 else part.sum(0)
     if not bias_grad:
         return dw, None
