@@ -6,9 +6,9 @@ TemporalConvLayer; input already in that layout) and a cuBLAS GEMM ``(B*F*H*W, 3
 C_out)`` with the conv's FLOPs. One layer of the temporal conv block (GroupNorm(32) -> SiLU -> conv):
 the fused kernel against the unfused chains (torch GroupNorm + SiLU, then each conv), eager and
 torch.compile'd. Forward and forward+backward (grads of x, weight, bias and, for the block layer,
-the GroupNorm parameters), medians of ``triton.testing.do_bench``. GroupNorm(32) + SiLU alone
-(forward, inference): tfaa_kernels.group_norm_silu's Triton kernels against torch's
-``F.silu(F.group_norm(...))``, eager and torch.compile'd.
+the GroupNorm parameters), medians of ``triton.testing.do_bench``. GroupNorm(32) + SiLU alone:
+tfaa_kernels.group_norm_silu's Triton kernels against torch's ``F.silu(F.group_norm(...))``, eager
+and torch.compile'd (forward), and forward+backward of the kernels against torch's autograd.
 
 TFLOP/s count exactly the in-clip taps: ``2 * C_out * C_in * H*W * B * (K*F - 2*sum_{j<K//2}(K//2-j))``
 for the forward, 3x that for forward+backward (the GEMM row counts its own FLOPs: all K taps). The
@@ -136,21 +136,27 @@ def block_candidates(inp: Inputs):
 
 
 def gn_candidates(inp: Inputs):
-    """GroupNorm(32) + SiLU alone, forward only (no dy: inference)."""
+    """GroupNorm(32) + SiLU alone: forward (inference) and, for the forced kernel backend and torch,
+    forward+backward (training; dy = the layer's dy)."""
     gw, gb = inp.gn_w.detach(), inp.gn_b.detach()
     x, x_cl = inp.x.detach(), inp.x_cl.detach()
+    layouts = (("NCHW", inp.x, inp.dy), ("channels_last", inp.x_cl, inp.dy_cl))
     c = {}
     # "auto" (no grad, eager: the Triton kernels called directly on CUDA) and the forced backend
-    # (through the tfaa::group_norm_silu_fwd custom op: the same kernels, more host time a call)
+    # (through the tfaa::group_norm_silu_fwd custom op: the same kernels, more host time a call;
+    # with grad its backward kernels, tfaa::group_norm_silu_bwd)
     for lay, xx in (("NCHW", x), ("channels_last", x_cl)):
         c[f"tk.group_norm_silu auto ({lay})"] = (
             (lambda xx: lambda: tk.group_norm_silu(xx, GROUPS, gw, gb))(xx), None, None)
     for be in kernel_backends("group_norm_silu"):
-        c[f"tk.group_norm_silu backend={be!r} (NCHW, custom op)"] = (
-            (lambda be: lambda: tk.group_norm_silu(x, GROUPS, gw, gb, backend=be))(be), None, None)
-    for lay, xx in (("NCHW", x), ("channels_last", x_cl)):
+        for lay, xx, dy in layouts:
+            c[f"tk.group_norm_silu backend={be!r} ({lay}, custom op)"] = (
+                (lambda be, xx: lambda: tk.group_norm_silu(xx, GROUPS, inp.gn_w, inp.gn_b, backend=be))(be, xx),
+                (xx, inp.gn_w, inp.gn_b), dy)
+    for lay, xx, dy in layouts:
         c[f"torch F.silu(F.group_norm) ({lay})"] = (
-            (lambda xx: lambda: F.silu(F.group_norm(xx, GROUPS, gw, gb, 1e-5)))(xx), None, None)
+            (lambda xx: lambda: F.silu(F.group_norm(xx, GROUPS, inp.gn_w, inp.gn_b, 1e-5)))(xx),
+            (xx, inp.gn_w, inp.gn_b), dy)
     if torch.cuda.is_available():
         gn = torch.compile(lambda x, gw, gb: F.silu(F.group_norm(x, GROUPS, gw, gb, 1e-5)))
         c["torch.compile(F.silu(F.group_norm)) (NCHW)"] = (lambda: gn(x, gw, gb), None, None)

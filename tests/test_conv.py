@@ -767,3 +767,71 @@ def test_packed_weights_match_permutes_cpu():
         w = torch.randn(c_out, c_in, 2 * kk)[..., ::2]
         assert torch.equal(tc._fwd_weight(w), w.permute(2, 1, 0))
         assert torch.equal(tc._dx_weight(w), w.flip(2).permute(2, 0, 1))
+
+
+def test_auto_fused_layer_for_cuda_graphs(monkeypatch):
+    """"auto" runs the GroupNorm/SiLU layer as the composite, except with gradients inside
+    tk.auto_for_cuda_graphs(): there the fused Triton kernel (GPU time decides, RESULTS.md S11)."""
+    from tfaa_kernels import backends
+    from tfaa_kernels.ops import conv as conv_op
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(conv_op, "resolve_backend", lambda backend, op, device: "cuda" if backend == "auto" else backend)
+    monkeypatch.setattr(conv_op, "backend_runs_on", lambda backend, device: True)
+    monkeypatch.setattr(conv_op, "has_impl", lambda op, backend: backend == "triton")
+    assert conv_op._fused_backend("auto", cuda, training=True) == "composite"
+    with tk.auto_for_cuda_graphs():
+        assert backends.auto_targets_cuda_graphs()
+        assert conv_op._fused_backend("auto", cuda, training=True) == "triton"
+        assert conv_op._fused_backend("auto", cuda, training=False) == "composite"  # inference: composite
+        assert conv_op._fused_backend("cuda", cuda, training=True) == "composite"   # explicit backends kept
+        assert conv_op._fused_backend("auto", torch.device("cpu"), training=True) == "composite"
+        with tk.auto_for_cuda_graphs(False):
+            assert conv_op._fused_backend("auto", cuda, training=True) == "composite"
+        assert conv_op._fused_backend("auto", cuda, training=True) == "triton"
+        monkeypatch.setattr(conv_op, "backend_runs_on", lambda backend, device: False)
+        assert conv_op._fused_backend("auto", cuda, training=True) == "composite"   # no Triton: composite
+    assert not backends.auto_targets_cuda_graphs()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_auto_for_cuda_graphs_capture_gpu(layout):
+    """Inside tk.auto_for_cuda_graphs() "auto" takes the fused layer with gradients: warm-up on a side
+    stream (autotuning there), capture, replay on new inputs; the replayed forward and gradients
+    match the float64 reference on those inputs."""
+    if "triton" not in available_backends("cuda"):
+        pytest.skip("Triton not available")
+    from tfaa_kernels.ops import conv as conv_op
+    x, w, b = make_inputs(8, 64, 96, 12, 12, 3, dtype=torch.bfloat16, device="cuda", layout=layout)
+    norm = make_norm(64, 32, dtype=torch.bfloat16, device="cuda")
+    leaves = [x, w, b, norm.weight, norm.bias]
+    dy = torch.randn(8, 96, 12, 12, dtype=torch.bfloat16, device="cuda")
+    out = {}
+
+    def step():
+        y = tk.temporal_conv1d(x, w, b, 4, norm=norm, activation="silu")
+        out["y"] = y
+        out["grads"] = torch.autograd.grad(y, leaves, dy)
+
+    with tk.auto_for_cuda_graphs():
+        assert conv_op._fused_backend("auto", x.device, training=True) == "triton"
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+    with torch.no_grad():
+        for t in leaves + [dy]:
+            t.copy_(torch.randn_like(t) * (0.2 if t.ndim == 1 else 1.0) + (1.0 if t is norm.weight else 0.0))
+    graph.replay()
+    torch.cuda.synchronize()
+    d64 = [t.detach().double().requires_grad_(True) for t in leaves]
+    ref = reference.group_norm_silu_temporal_conv1d(d64[0], d64[1], d64[2], 4, 32, d64[3], d64[4])
+    assert_close(out["y"], ref, TOL[torch.bfloat16], "replayed forward")
+    for name, g, r in zip(["x", "weight", "bias", "norm.weight", "norm.bias"], out["grads"],
+                          torch.autograd.grad(ref, d64, dy.double())):
+        assert_close(g, r, TOL[torch.bfloat16], f"replayed d{name}")

@@ -79,12 +79,14 @@ def test_matches_torch_cpu(layout, split, poison):
     check(x, 8, w, b, 1e-5)
 
 
-@needs_interp
-@pytest.mark.parametrize("variant", ["no_affine", "weight_only", "bias_only", "norm_only", "one_channel_groups",
-                                     "one_group", "one_pixel", "channels_last_norm_only"])
-def test_variants_cpu(variant, poison):
+VARIANTS = ["no_affine", "weight_only", "bias_only", "norm_only", "one_channel_groups", "one_group", "one_pixel"]
+
+
+def variant_case(variant):
+    """(n, c, g, h, w, weight, bias, activation) of a shape/parameter variant: C = 40 in groups of 5,
+    3x5 pixels, affine GroupNorm + SiLU unless the variant changes one of them."""
     n, c, g, h, w_ = 2, 40, 8, 3, 5
-    layout, act = "nchw", "silu"
+    act = "silu"
     w, b = make_params(c)
     if variant == "no_affine":
         w = b = None
@@ -100,7 +102,15 @@ def test_variants_cpu(variant, poison):
         g = 1
     elif variant == "one_pixel":
         h = w_ = 1
-    else:
+    return n, c, g, h, w_, w, b, act
+
+
+@needs_interp
+@pytest.mark.parametrize("variant", VARIANTS + ["channels_last_norm_only"])
+def test_variants_cpu(variant, poison):
+    n, c, g, h, w_, w, b, act = variant_case(variant)
+    layout = "nchw"
+    if variant == "channels_last_norm_only":
         layout, act = "channels_last", None
     check(make_x(n, c, h, w_, layout), g, w, b, 1e-5, activation=act)
 
@@ -128,7 +138,7 @@ def test_large_mean_cpu(layout, split):
 
 @needs_interp
 def test_triton_backend_differentiable_cpu():
-    """backend="triton" with gradients: the kernel forward, the reference's backward."""
+    """backend="triton" with gradients: the kernel forward and backward."""
     x = make_x(2, 16, 3, 5, "channels_last").requires_grad_(True)
     w, b = (t.requires_grad_(True) for t in make_params(16))
     a = check(x, 4, w, b, 1e-5)
@@ -144,6 +154,80 @@ def test_triton_backend_differentiable_cpu():
     x64 = x.detach().double().requires_grad_(True)
     (rx,) = torch.autograd.grad(ref64(x64, 4, w.detach(), None), [x64], da.double())
     assert_close(gx, rx, 1e-5, "dx (weight without grad, no bias)")
+
+
+def check_backward(x, groups, w, b, tol, activation="silu", da_layout=None, backend="triton"):
+    """dx, dweight, dbias of ``backend`` (its backward kernels) against float64 autograd of the
+    reference, for the inputs that require grad; da in ``da_layout`` (default: a's layout)."""
+    a = tk.group_norm_silu(x, groups, w, b, activation=activation, backend=backend)
+    da = torch.randn(a.shape, dtype=a.dtype, device=a.device)
+    if da_layout is not None:
+        da = make_x(*a.shape, da_layout, dtype=a.dtype, device=a.device)
+    leaves = [t for t in (x, w, b) if t is not None and t.requires_grad]
+    grads = torch.autograd.grad(a, leaves, da)
+    d64 = {id(t): t.detach().double().requires_grad_(t.requires_grad) for t in (x, w, b) if t is not None}
+    ref_in = [d64[id(t)] if t is not None else None for t in (x, w, b)]
+    if w is None and b is not None:  # torch's GroupNorm backward fails with a bias but no weight
+        ref_in[1] = torch.ones(x.shape[1], dtype=torch.float64, device=x.device)
+    ref = reference.group_norm_silu(ref_in[0], groups, ref_in[1], ref_in[2], 1e-5, activation)
+    ref_grads = torch.autograd.grad(ref, [d64[id(t)] for t in leaves], da.double())
+    for t, g, r in zip(leaves, grads, ref_grads):
+        name = "x" if t is x else ("weight" if t is w else "bias")
+        assert g.dtype == t.dtype, f"d{name} dtype"
+        assert_close(g, r, tol, f"{tuple(x.shape)} G={groups} act={activation} d{name}")
+    assert grads[0].is_contiguous(memory_format=expected_format(x)), "dx must be in x's memory format"
+    return grads
+
+
+@needs_interp
+@pytest.mark.parametrize("split", [1, 3], indirect=True)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_slice", "spatial_crop",
+                                    "channels_last_slice", "frame_stride"])
+def test_backward_kernels_cpu(layout, split, poison):
+    """The Triton backward (sums over pixel chunks, the per-group finish, the apply) on every layout,
+    C = 40 in groups of 5, H*W = 35, 3 interpreter channel tiles of 16, against float64 autograd."""
+    x = make_x(3, 40, 5, 7, layout).requires_grad_(True)
+    w, b = (t.requires_grad_(True) for t in make_params(40))
+    check_backward(x, 8, w, b, 1e-5)
+
+
+@needs_interp
+@pytest.mark.parametrize("variant", VARIANTS + ["da_channels_last", "da_strided", "x_only"])
+def test_backward_variants_cpu(variant, poison):
+    n, c, g, h, w_, w, b, act = variant_case(variant)
+    da_layout = {"da_channels_last": "channels_last", "da_strided": "spatial_crop"}.get(variant)  # x NCHW
+    x = make_x(n, c, h, w_, "nchw").requires_grad_(True)
+    w = w.requires_grad_(variant != "x_only") if w is not None else None
+    b = b.requires_grad_(variant != "x_only") if b is not None else None
+    check_backward(x, g, w, b, 1e-5, activation=act, da_layout=da_layout)
+
+
+@needs_interp
+def test_backward_large_mean_cpu():
+    """x = 100 + randn: xhat from the shifted statistics keeps dx and dweight accurate."""
+    x = (100.0 + torch.randn(2, 40, 5, 7)).requires_grad_(True)
+    w, b = (t.requires_grad_(True) for t in make_params(40))
+    check_backward(x, 8, w, b, 5e-5)
+
+
+@needs_interp
+def test_backward_deterministic_cpu():
+    """Fixed-order sums, no atomics: two backward passes are bitwise equal."""
+    x = make_x(3, 40, 5, 7, "channels_last").requires_grad_(True)
+    w, b = (t.requires_grad_(True) for t in make_params(40))
+    da = torch.randn(3, 40, 5, 7)
+    runs = [torch.autograd.grad(tk.group_norm_silu(x, 8, w, b, backend="triton"), [x, w, b], da) for _ in range(2)]
+    for g1, g2 in zip(*runs):
+        assert torch.equal(g1, g2)
+
+
+@needs_interp
+@pytest.mark.parametrize("affine", [True, False])
+def test_opcheck_backward_cpu(affine):
+    x = make_x(2, 12, 3, 5, "channels_last")
+    da = make_x(2, 12, 3, 5, "nchw")
+    w, b = make_params(12) if affine else (None, None)
+    torch.library.opcheck(torch.ops.tfaa.group_norm_silu_bwd.default, (da, x, w, b, 4, 1e-5, True, "triton"))
 
 
 def test_auto_policy(monkeypatch):
@@ -163,6 +247,8 @@ def test_auto_policy(monkeypatch):
     x = x.detach()
     assert pick("auto", x, w.requires_grad_(True), b) == "torch"
     assert pick("auto", x, None, b.requires_grad_(True)) == "torch"
+    with tk.auto_for_cuda_graphs():  # GPU time decides: the kernels also with gradients
+        assert pick("auto", x, w, b) == "triton"
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert pick("auto", x, None, None) == "torch"
     assert pick("triton", x, None, None) == "triton"
@@ -293,7 +379,7 @@ def test_conv_composite_calls_group_norm_silu(caller, expected, monkeypatch):
     group_norm_silu, "auto" unless the caller forced "triton"; SiLU alone stays in torch."""
     from tfaa_kernels.ops import conv as conv_op
     calls = []
-    monkeypatch.setattr(conv_op, "_fused_backend", lambda backend, device: "composite")
+    monkeypatch.setattr(conv_op, "_fused_backend", lambda backend, device, training=False: "composite")
 
     def spy(x, groups, w, b, eps, activation, backend):
         calls.append(backend)
@@ -319,7 +405,7 @@ def test_conv_composite_with_triton_kernels_cpu(monkeypatch):
     """The composite path end to end in the interpreter: Triton GroupNorm+SiLU, then the conv kernel;
     forward without gradients and forward+backward."""
     from tfaa_kernels.ops import conv as conv_op
-    monkeypatch.setattr(conv_op, "_fused_backend", lambda backend, device: "composite")
+    monkeypatch.setattr(conv_op, "_fused_backend", lambda backend, device, training=False: "composite")
     x = make_x(4, 8, 2, 3, "channels_last").requires_grad_(True)
     w = (torch.randn(6, 8, 3) / 5).requires_grad_(True)
     b = torch.randn(6, requires_grad=True)
@@ -356,6 +442,40 @@ def test_matches_torch_gpu(dtype, layout, n, c, g, h, w, poison):
     gw, gb = make_params(c, dtype=dtype, device="cuda")
     check(x, g, gw, gb, TOL[dtype])
     check(x, g, None, None, TOL[dtype], activation=None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "spatial_crop"])
+@pytest.mark.parametrize("n,c,g,h,w", [
+    (32, 320, 32, 64, 64),   # S1: one pixel chunk a frame
+    (2, 320, 32, 32, 32),    # few frames: the sums split over pixel chunks
+    (32, 1280, 32, 8, 8),
+    (3, 40, 8, 7, 9),        # odd sizes, 5 channels a group
+    (1, 64, 16, 1, 1)])      # one pixel, 4 channels a group (with 2 elements a group, as in the
+#                              forward test's G = 32, xhat = +-1 whatever x is: dx is ~eps-small and
+#                              its relative error meaningless)
+def test_backward_matches_torch_gpu(dtype, layout, n, c, g, h, w, poison):
+    """The Triton backward kernels (group_norm_silu backend="triton") against float64 autograd."""
+    if "triton" not in available_backends("cuda"):
+        pytest.skip("Triton not available")
+    x = make_x(n, c, h, w, layout, dtype=dtype, device="cuda").requires_grad_(True)
+    gw, gb = (t.requires_grad_(True) for t in make_params(c, dtype=dtype, device="cuda"))
+    check_backward(x, g, gw, gb, TOL[dtype])
+    check_backward(x, g, None, None, TOL[dtype], activation=None, da_layout="nchw")
+
+
+@pytest.mark.gpu
+def test_backward_deterministic_gpu():
+    if "triton" not in available_backends("cuda"):
+        pytest.skip("Triton not available")
+    x = make_x(2, 320, 32, 32, "channels_last", dtype=torch.bfloat16, device="cuda").requires_grad_(True)
+    gw, gb = (t.requires_grad_(True) for t in make_params(320, device="cuda"))
+    da = torch.randn(2, 320, 32, 32, dtype=torch.bfloat16, device="cuda")
+    runs = [torch.autograd.grad(tk.group_norm_silu(x, 32, gw, gb, backend="triton"), [x, gw, gb], da)
+            for _ in range(2)]
+    for g1, g2 in zip(*runs):
+        assert torch.equal(g1, g2)
 
 
 @pytest.mark.gpu
@@ -415,3 +535,12 @@ def test_int64_offsets_gpu(layout):
     a = tk.group_norm_silu(x, 32, backend="triton")
     last = slice(n - 2, n)
     assert_close(a[last], ref64(x[last], 32, None, None), 2e-2, "last frames")
+    del a
+    # the backward kernels: dx of the last frames (da nonzero only there)
+    xg = x.requires_grad_(True)
+    da = torch.zeros_like(x)
+    da[last].normal_()
+    (dx,) = torch.autograd.grad(tk.group_norm_silu(xg, 32, backend="triton"), [xg], da)
+    x64 = x[last].detach().double().requires_grad_(True)
+    (ref,) = torch.autograd.grad(ref64(x64, 32, None, None), [x64], da[last].double())
+    assert_close(dx[last], ref, 2e-2, "dx of the last frames")

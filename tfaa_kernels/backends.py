@@ -1,8 +1,8 @@
 """Backend registry: which implementations exist, which can run on a device, and which "auto" picks.
 
 Every kernel backend registers its entry points here, ``"<op>_fwd"`` and ``"<op>_bwd"`` for each
-op family (``temporal_attention``, ``spatial_attention``, ``temporal_conv1d``; ``group_norm_silu``
-registers only ``"group_norm_silu_fwd"``, its backward being the reference's autograd)::
+op family (``temporal_attention``, ``spatial_attention``, ``temporal_conv1d``, ``group_norm_silu``;
+a backend without ``"group_norm_silu_bwd"`` gets the reference's autograd for that backward)::
 
     register_impl("temporal_attention_fwd", "triton", fn)
 
@@ -16,8 +16,10 @@ when ``TRITON_INTERPRET=1`` was set before import), ``"cuda"`` (the compiled ext
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -34,8 +36,7 @@ AUTO_PREFERENCE: Dict[str, Tuple[str, ...]] = {
     "temporal_attention": ("cuda", "triton", "torch"),
     "spatial_attention": ("triton", "cuda", "torch"),
     "temporal_conv1d": ("cuda", "triton", "torch"),
-    # forward-only kernel (its backward recomputes through the reference); the public op takes it
-    # under "auto" only when no gradient is needed (tfaa_kernels.ops.group_norm)
+    # the public op takes it under "auto" only when no gradient is needed (tfaa_kernels.ops.group_norm)
     "group_norm_silu": ("triton", "torch"),
 }
 
@@ -86,7 +87,12 @@ def has_impl(op: str, backend: str) -> bool:
     """Whether ``backend`` implements the op family ``op`` (its ``"<op>_fwd"`` entry point)."""
     if backend == "torch":
         return True
-    return _LOADED.get(backend, False) and (f"{op}_fwd", backend) in _IMPLS
+    return has_entry_point(f"{op}_fwd", backend)
+
+
+def has_entry_point(entry: str, backend: str) -> bool:
+    """Whether ``backend`` registered the kernel entry point ``entry`` (e.g. ``"group_norm_silu_bwd"``)."""
+    return _LOADED.get(backend, False) and (entry, backend) in _IMPLS
 
 
 def backend_runs_on(backend: str, device: torch.device) -> bool:
@@ -125,6 +131,38 @@ def auto_backend(op: str, preference: Tuple[str, ...], device: torch.device) -> 
                 and has_impl(op, cand):
             return cand
     return "torch"
+
+
+_POLICY = threading.local()
+
+
+@contextlib.contextmanager
+def auto_for_cuda_graphs(enabled: bool = True):
+    """Inside this context "auto" chooses by GPU time alone, for code that is captured in a CUDA
+    graph and replayed (a graph pays the host's Python and launch time once). Wrap the eager
+    warm-up calls and the capture alike, so both take the same kernels (and Triton autotunes during
+    the warm-up, never during the capture)::
+
+        with tfaa_kernels.auto_for_cuda_graphs():
+            step()                          # warm-up, side stream
+            with torch.cuda.graph(g):
+                step()
+
+    Where it changes the choice, both under gradients (training): the temporal conv layer with
+    GroupNorm + SiLU takes the fused Triton kernel (tfaa_kernels.ops.conv._fused_backend), and
+    group_norm_silu its Triton forward and backward kernels (eager, both cost more host time than
+    they save on the GPU). Thread-local; nests."""
+    previous = getattr(_POLICY, "graphs", False)
+    _POLICY.graphs = bool(enabled)
+    try:
+        yield
+    finally:
+        _POLICY.graphs = previous
+
+
+def auto_targets_cuda_graphs() -> bool:
+    """Whether the caller is inside :func:`auto_for_cuda_graphs` (``enabled=True``)."""
+    return getattr(_POLICY, "graphs", False)
 
 
 def resolve_backend(backend: str, op: str, device: torch.device) -> str:

@@ -28,7 +28,8 @@ from .. import reference
 from .._autocast import autocast_inputs
 from .._layout import memory_format_of
 from .._validation import check_dtype, check_group_norm_args, check_num_frames, check_same, check_tensor
-from ..backends import AUTO_PREFERENCE, auto_backend, get_impl, has_impl, resolve_backend
+from ..backends import (AUTO_PREFERENCE, auto_backend, auto_targets_cuda_graphs, backend_runs_on, get_impl, has_impl,
+                        resolve_backend)
 from .group_norm import group_norm_silu
 
 
@@ -203,7 +204,7 @@ def _auto_for_shape(x: Tensor, weight: Tensor) -> str:
     return auto_backend("temporal_conv1d", preference, x.device)
 
 
-def _fused_backend(backend: str, device: torch.device) -> str:
+def _fused_backend(backend: str, device: torch.device, training: bool = False) -> str:
     """How the GroupNorm/SiLU layer runs: "triton" (the fused kernel), "torch" (the reference), or
     "composite" — :func:`group_norm_silu` (with "auto": the Triton statistics + apply kernels when
     no gradient is needed, torch's GroupNorm + SiLU with autograd otherwise), then the conv kernel
@@ -211,11 +212,23 @@ def _fused_backend(backend: str, device: torch.device) -> str:
     SiLU in front, it measured faster than the fused kernel in benchmarks/bench_conv.py (forward
     and, by 3x, forward+backward at S1; RESULTS.md); with the Triton GroupNorm + SiLU the composite's
     forward measured 0.272 ms at S1 (CUDA conv) against 0.292 ms for the fused kernel (RESULTS.md,
-    S3-run 6)."""
+    S3-run 6).
+
+    Exception: "auto" with gradients (``training``) inside :func:`tfaa_kernels.auto_for_cuda_graphs`
+    takes the fused kernel. A captured step pays the host's Python and launch time once, so GPU time
+    decides, and there the fused layer's forward+backward (S11-run 1, H100, bf16, 32 frames, the temporal
+    conv block's layer under autocast, GPU time of graph replays) measured 0.366 / 0.323 / 0.424 /
+    0.426 ms at 32x32 C320 / 16x16 C640 / 8x8 C1280 / 4x4 C1280 against 0.446 / 0.730 / 0.698 /
+    0.422 for the composite, keeping 0.6-9 MiB for the backward instead of 12-41 MiB (it saves x
+    alone). Eager, the same calls cost more host time (3.05 vs 2.05 ms at 32x32: ~12 Triton
+    launches), so eager training keeps the composite."""
     be = resolve_backend(backend, "temporal_conv1d", device)
     if be == "torch":
         return "torch"
     if backend == "triton" and has_impl("temporal_conv1d_gn_silu", be):
+        return "triton"
+    if (backend == "auto" and training and device.type == "cuda" and auto_targets_cuda_graphs()
+            and has_impl("temporal_conv1d_gn_silu", "triton") and backend_runs_on("triton", device)):
         return "triton"
     return "composite"
 
@@ -263,10 +276,11 @@ def temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], num_frame
             return reference.temporal_conv1d(x, weight, bias, num_frames)
         return temporal_conv1d_fwd(x, weight, bias, num_frames, be)
 
-    be = _fused_backend(backend, x.device)
     num_groups = norm.num_groups if norm is not None else None
     gn_w = norm.weight if norm is not None else None
     gn_b = norm.bias if norm is not None else None
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, gn_w, gn_b))
+    be = _fused_backend(backend, x.device, training and x.dtype != torch.float64)
     eps = float(norm.eps) if norm is not None else 1e-5
     if be == "composite":
         if num_groups is None:  # SiLU alone: one elementwise pass in torch already

@@ -6,13 +6,20 @@
 None (any floating dtype); ``a``: x's shape and dtype, in x's memory format (channels_last when x
 is channels_last-contiguous, else NCHW). A backend implements the entry point
 ``"group_norm_silu_fwd"`` with this signature minus ``backend`` (only "triton" does: GroupNorm
-statistics in one read of x, then one read + one write for the apply; DESIGN.md §2). The backward
-recomputes through the reference (torch GroupNorm + SiLU autograd).
+statistics in one read of x, then one read + one write for the apply; DESIGN.md §2). Autograd
+saves x alone (not the normalized or activated tensor) and calls
+
+    tfaa::group_norm_silu_bwd(da, x, weight?, bias?, num_groups, eps, silu, backend) -> (dx, dweight, dbias)
+
+(dx in x's dtype and memory format, dweight/dbias ``(C,)`` fp32), the entry point
+``"group_norm_silu_bwd"`` of the backend ("triton": statistics recomputed, then two reads of x and
+da and one write of dx; tfaa_kernels.triton.group_norm_silu_backward), or, for a backend without
+one, recomputes through the reference (torch GroupNorm + SiLU autograd).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -21,7 +28,7 @@ from .. import reference
 from .._autocast import autocast_inputs
 from .._layout import memory_format_of
 from .._validation import check_dtype, check_group_norm_args, check_tensor
-from ..backends import get_impl, resolve_backend
+from ..backends import auto_targets_cuda_graphs, get_impl, has_entry_point, resolve_backend
 
 ACTIVATIONS = ("silu", None)
 
@@ -55,17 +62,37 @@ def _no_autocast(x: Tensor):
     return contextlib.nullcontext()
 
 
+@torch.library.custom_op("tfaa::group_norm_silu_bwd", mutates_args=())
+def group_norm_silu_bwd(da: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], num_groups: int,
+                        eps: float, silu: bool, backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    dx, dw, db = get_impl("group_norm_silu_bwd", backend)(da, x, weight, bias, num_groups, eps, silu)
+    return dx, dw.float(), db.float()
+
+
+@group_norm_silu_bwd.register_fake
+def _(da, x, weight, bias, num_groups, eps, silu, backend):
+    c = x.shape[1]
+    return (torch.empty_like(x, memory_format=memory_format_of(x)), x.new_empty((c,), dtype=torch.float32),
+            x.new_empty((c,), dtype=torch.float32))
+
+
 def _setup(ctx, inputs, output):
     x, weight, bias, num_groups, eps, silu, backend = inputs
     ctx.save_for_backward(x, weight, bias)
-    ctx.args = (num_groups, eps, silu)
+    ctx.args = (num_groups, eps, silu, backend)
 
 
 def _backward(ctx, da):
-    """Recompute a = act(GroupNorm(x)) with the reference under autograd and differentiate it."""
+    """The backend's backward kernel where it has one, else the reference's autograd on a recomputed
+    a = act(GroupNorm(x))."""
     x, weight, bias = ctx.saved_tensors
-    num_groups, eps, silu = ctx.args
+    num_groups, eps, silu, backend = ctx.args
     need = ctx.needs_input_grad[:3]
+    if has_entry_point("group_norm_silu_bwd", backend):
+        dx, dw, db = group_norm_silu_bwd(da, x, weight, bias, num_groups, eps, silu, backend)
+        dw = dw.to(weight.dtype) if need[1] and weight is not None else None
+        db = db.to(bias.dtype) if need[2] and bias is not None else None
+        return (dx if need[0] else None), dw, db, None, None, None, None
     with torch.enable_grad(), _no_autocast(x):
         leaves = [t.detach().requires_grad_(bool(nd)) if t is not None else None
                   for t, nd in zip((x, weight, bias), need)]
@@ -87,11 +114,14 @@ def _needs_grad(*tensors: Optional[Tensor]) -> bool:
 
 def resolve_group_norm_backend(backend: str, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> str:
     """The backend group_norm_silu runs: an explicit one as given (if it can run here); "auto" takes
-    the Triton kernels only for CUDA tensors with Triton available, when no gradient is needed and
-    outside torch.compile (there the reference lets inductor fuse GroupNorm+SiLU with its
-    neighbours); else the reference ("torch")."""
+    the Triton kernels only for CUDA tensors with Triton available, outside torch.compile (there the
+    reference lets inductor fuse GroupNorm+SiLU with its neighbours), and with gradients only inside
+    :func:`tfaa_kernels.auto_for_cuda_graphs` (forward+backward GPU time at S1 (32, 320, 64x64),
+    bf16, H100, S11-run 3: 0.306 ms vs torch's 0.619 NCHW, 0.379 vs 1.475 channels_last; but an
+    eager call costs ~1.5 ms of host time against torch's ~0.6); else the reference ("torch")."""
     be = resolve_backend(backend, "group_norm_silu", x.device)
-    if backend == "auto" and be != "torch" and (_needs_grad(x, weight, bias) or torch.compiler.is_compiling()):
+    eager_grad = _needs_grad(x, weight, bias) and not auto_targets_cuda_graphs()
+    if backend == "auto" and be != "torch" and (eager_grad or torch.compiler.is_compiling()):
         return "torch"
     return be
 
@@ -101,7 +131,8 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     """``activation(GroupNorm(x))``: ``F.silu(F.group_norm(x, num_groups, weight, bias, eps))``,
     fast for inference: on CUDA without gradients the Triton kernels read x once for the statistics
     (fp32, shifted sums: accurate for inputs with a large mean) and once more for the apply, which
-    writes ``a`` once (3 passes over x instead of torch's 5).
+    writes ``a`` once (3 passes over x instead of torch's 5). Its backward has Triton kernels too
+    (``backend="triton"``; "auto" with gradients inside :func:`tfaa_kernels.auto_for_cuda_graphs`).
 
     Args:
         x: ``(N, C, H, W)`` (each of the N images, e.g. frames, normalized on its own), NCHW,
@@ -112,10 +143,11 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
             x's dtype); gradients come back in their own dtype.
         eps: added to the variance, > 0.
         activation: ``"silu"`` or None (GroupNorm only).
-        backend: ``"auto"`` (the Triton kernels for CUDA tensors when no gradient is needed and
-            not under torch.compile, else the reference), ``"torch"`` (the reference) or
-            ``"triton"`` (always the kernels: CUDA tensors, or CPU under ``TRITON_INTERPRET=1``;
-            differentiable, the backward recomputing through the reference).
+        backend: ``"auto"`` (the Triton kernels for CUDA tensors when no gradient is needed, or
+            inside :func:`tfaa_kernels.auto_for_cuda_graphs`, and not under torch.compile; else the
+            reference), ``"torch"`` (the reference) or ``"triton"`` (always the kernels: CUDA
+            tensors, or CPU under ``TRITON_INTERPRET=1``; differentiable: the backward kernels
+            recompute the statistics and read x and da twice, saving only x for the backward).
 
     Returns:
         ``(N, C, H, W)`` in x's dtype — under ``torch.autocast`` the autocast dtype, the inputs being

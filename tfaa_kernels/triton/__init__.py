@@ -12,4 +12,5 @@ else:
     from . import temporal_attention  # noqa: F401  (registers impls)
     from . import spatial_attention  # noqa: F401  (registers impls)
     from . import group_norm_silu  # noqa: F401  (registers impls)
+    from . import group_norm_silu_backward  # noqa: F401  (registers impls)
     from . import temporal_conv  # noqa: F401  (registers impls)

@@ -29,7 +29,9 @@ written: y is stored once, in x's memory format.
   per-(frame, channel) scale/shift of the prologue, one read of x) and the materialised
   act(GroupNorm(x)) (``_norm_act``, when C_out is too wide for the prologue to stay fused, see
   ``_FUSE_MAX_COUT``) live in tfaa_kernels.triton.group_norm_silu, with the ``_prologue``/SiLU
-  device functions and the fast-SiLU fallback (``_launch``) shared by both modules.
+  device functions and the fast-SiLU fallback (``_launch``) shared by both modules; the fused
+  layer's backward takes dW and da = dx of the conv from these kernels and the norm/act backward
+  (dx, dgamma, dbeta) from tfaa_kernels.triton.group_norm_silu_backward.
 
 - TMA (``TMA=1`` configurations of both kernels, autotuned): where x, y / dy and the packed
   weight qualify (tfaa_kernels.triton._tma: 16-byte aligned rows, one flat pixel stride, sm_90+),
@@ -57,6 +59,7 @@ from ._host import cdiv, next_power_of_2
 from ._layout import _pixel_offsets, _pixel_strides
 from ._tma import _frames_desc, _tma_load, _tma_store, tma_orientation, tma_strides_ok, tma_workspace
 from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
+from .group_norm_silu_backward import norm_act_backward
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY", "TMA_OK", "X_CL", "Y_CL"]
 _DW_KEY = ["C_IN", "C_OUT", "HW", "F", "KT", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY", "TAPS",
@@ -687,33 +690,6 @@ def temporal_conv1d_gn_silu_fwd(x, weight, bias, gn_weight, gn_bias, num_frames:
     return _gemm(x, _fwd_weight(weight), bias, num_frames, fmt, scale, shift, silu)
 
 
-def _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, silu):
-    """Backward of a = act(GroupNorm(x)) given da, recomputing the normalized input (fp32 torch).
-    Returns (dx fp32 in x's memory format, dgamma (C,) fp32, dbeta (C,) fp32)."""
-    n, c, h, w = x.shape
-    xf = x.float()
-    dz = da.float()
-    if num_groups > 0:
-        z = xf * scale[:, :, None, None] + shift[:, :, None, None]
-    else:
-        z = xf
-    if silu:
-        sig = torch.sigmoid(z)
-        dz = dz * (sig * (1.0 + z * (1.0 - sig)))
-    if num_groups == 0:
-        return dz, None, None
-    g = num_groups
-    xhat = (xf.reshape(n, g, -1) - mean[:, :, None]) * rstd[:, :, None]
-    dz_g = dz.reshape(n, g, -1)
-    dgamma = (dz_g * xhat).reshape(n, c, h * w).sum(dim=(0, 2))
-    dbeta = dz.sum(dim=(0, 2, 3))
-    gamma = gn_weight.float() if gn_weight is not None else torch.ones(c, device=x.device)
-    dxhat = (dz * gamma[None, :, None, None]).reshape(n, g, -1)
-    dx = rstd[:, :, None] * (dxhat - dxhat.mean(-1, keepdim=True)
-                             - xhat * (dxhat * xhat).mean(-1, keepdim=True))
-    return dx.reshape(n, c, h, w), dgamma, dbeta
-
-
 def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: int,
                                 num_groups: int, eps: float, silu: bool, need_bias_grad: bool):
     """(dx, dweight, dbias, dgn_weight, dgn_bias); the normalized input is recomputed, not saved.
@@ -730,9 +706,9 @@ def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: i
         dw, db = _weight_grad(dy, x, weight.shape[2], num_frames, scale, shift, silu, bias_grad=need_bias_grad)
     dw = dw.to(weight.dtype)
     db = _bias_grad(db, weight)
-    da = _gemm(dy, _dx_weight(weight), None, num_frames, torch.contiguous_format, out_dtype=torch.float32)
-    dx, dgamma, dbeta = _norm_act_backward(da, x, num_groups, gn_weight, scale, shift, mean, rstd, silu)
-    dx = dx.to(x.dtype).contiguous(memory_format=fmt)
+    da = _gemm(dy, _dx_weight(weight), None, num_frames, fmt, out_dtype=torch.float32)
+    stats = (scale, shift, mean, rstd) if num_groups > 0 else None
+    dx, dgamma, dbeta = norm_act_backward(da, x, num_groups, gn_weight, stats, silu)
     if dgamma is None:
         dgamma = torch.zeros((c_in,), dtype=torch.float32, device=x.device)
         dbeta = torch.zeros((c_in,), dtype=torch.float32, device=x.device)
