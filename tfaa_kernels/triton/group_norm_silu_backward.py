@@ -42,14 +42,16 @@ from .group_norm_silu import _affine, _chunks
 @triton.jit
 def _dz_xhat(x, da, n, offs_c, c_mask, scale_ptr, shift_ptr, mean_ptr, rstd_ptr, C, G, CPG,
              HAS_NORM: tl.constexpr, SILU: tl.constexpr):
-    """(dz, xhat) of a [BLOCK_P, BLOCK_C] tile of frame n (fp32): dz = da * silu'(z), z the
-    normalized input; xhat = (x - mean) * rstd (x itself without GroupNorm)."""
+    """(dz, xhat, scale, grp) of a [BLOCK_P, BLOCK_C] tile of frame n (fp32): dz = da * silu'(z), z
+    the normalized input; xhat = (x - mean) * rstd (x itself without GroupNorm); the channels'
+    scale[n, c] and (frame, group) rows grp = n*G + c // CPG (ones / zeros without GroupNorm)."""
     z = x
     xhat = x
+    sc = tl.full(offs_c.shape, 1.0, tl.float32)
+    grp = n * G + offs_c // CPG
     if HAS_NORM:
         sc = tl.load(scale_ptr + n * C + offs_c, mask=c_mask, other=0.0)
         sh = tl.load(shift_ptr + n * C + offs_c, mask=c_mask, other=0.0)
-        grp = n * G + offs_c // CPG
         mu = tl.load(mean_ptr + grp, mask=c_mask, other=0.0)
         rs = tl.load(rstd_ptr + grp, mask=c_mask, other=0.0)
         z = x * sc[None, :] + sh[None, :]
@@ -58,7 +60,7 @@ def _dz_xhat(x, da, n, offs_c, c_mask, scale_ptr, shift_ptr, mean_ptr, rstd_ptr,
     if SILU:
         sig = tl.sigmoid(z)
         dz = da * (sig * (1.0 + z * (1.0 - sig)))
-    return dz, xhat
+    return dz, xhat, sc, grp
 
 
 @triton.jit
@@ -87,8 +89,8 @@ def _gn_bwd_sums_kernel(
                     other=0.0).to(tl.float32)
         da = tl.load(d_row + _pixel_offsets(offs_p, W, sd_h, sd_w, FLAT_D)[:, None], mask=m,
                      other=0.0).to(tl.float32)
-        dz, xhat = _dz_xhat(x, da, n, offs_c, c_mask, scale_ptr, shift_ptr, mean_ptr, rstd_ptr, C, G, CPG,
-                            True, SILU)
+        dz, xhat, _, _ = _dz_xhat(x, da, n, offs_c, c_mask, scale_ptr, shift_ptr, mean_ptr, rstd_ptr, C, G, CPG,
+                                  True, SILU)
         acc1 += tl.where(m, dz, 0.0)
         acc2 += tl.where(m, dz * xhat, 0.0)
     idx = (n * SPLIT + s) * C + offs_c
@@ -143,12 +145,10 @@ def _gn_bwd_apply_kernel(
                 mask=m, other=0.0).to(tl.float32)
     da = tl.load(da_ptr + n * sd_n + _pixel_offsets(offs_p, W, sd_h, sd_w, FLAT_D)[:, None] + c64 * sd_c,
                  mask=m, other=0.0).to(tl.float32)
-    dz, xhat = _dz_xhat(x, da, n, offs_c, c_mask, scale_ptr, shift_ptr, mean_ptr, rstd_ptr, C, G, CPG,
-                        HAS_NORM, SILU)
+    dz, xhat, sc, grp = _dz_xhat(x, da, n, offs_c, c_mask, scale_ptr, shift_ptr, mean_ptr, rstd_ptr, C, G, CPG,
+                                 HAS_NORM, SILU)
     dx = dz
     if HAS_NORM:
-        sc = tl.load(scale_ptr + n * C + offs_c, mask=c_mask, other=0.0)
-        grp = n * G + offs_c // CPG
         k1 = tl.load(k_ptr + grp, mask=c_mask, other=0.0)
         k2 = tl.load(k_ptr + N * G + grp, mask=c_mask, other=0.0)
         dx = sc[None, :] * dz - k1[None, :] - k2[None, :] * xhat
