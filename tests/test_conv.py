@@ -227,46 +227,44 @@ def _dw_against_reference(backend, layout, num_frames, kk, fused, clips=2, c_in=
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
-@pytest.mark.parametrize("ring", [0, 1])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("kk", [1, 3, 5])
+@pytest.mark.parametrize("kk", [1, 3, 5, 7])
 @pytest.mark.parametrize("num_frames", [1, 2, 3, 5])
-def test_dw_taps_folded_cpu(backend, ring, layout, kk, num_frames, poison, monkeypatch):
-    """The weight-gradient kernel with all K taps in one program, with (ring) and without the
-    sliding window of x tiles; 35 pixels = 3 blocks of 16 over 2 clips -> uneven splits."""
-    from tfaa_kernels.triton import temporal_conv as tc
-    monkeypatch.setitem(tc._INTERP_DW, "RING", ring)
+def test_dw_taps_cpu(backend, layout, kk, num_frames, poison):
+    """The weight-gradient kernel, one program per (channel tiles, tap), each tap looping over the
+    frames whose source frame lies in the clip (none for |t - K//2| >= F: dW must be 0 there);
+    35 pixels = 3 blocks of 16 over 2 clips, 4 splits -> uneven ranges."""
     _dw_against_reference(backend, layout, num_frames, kk, fused=False)
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
-@pytest.mark.parametrize("ring", [0, 1])
-@pytest.mark.parametrize("max_taps,kk,num_frames", [(2, 3, 5), (2, 5, 3), (3, 5, 2), (1, 3, 3), (4, 7, 5)])
+@pytest.mark.parametrize("split", [1, 2, 7, 40])
 @pytest.mark.parametrize("fused", [False, True])
-def test_dw_tap_groups_cpu(backend, ring, max_taps, kk, num_frames, fused, poison, monkeypatch):
-    """K split into tap groups (the last group partly past K), plain and with the GN+SiLU prologue."""
+def test_dw_splits_cpu(backend, split, fused, poison, monkeypatch):
+    """Any number of splits of each tap's steps (2 clips x 3 frames x 3 pixel blocks: 18 steps for the
+    centre tap, 12 for the others): one, uneven ranges, more splits than steps (empty ranges write
+    zero partials), plain and with the GN+SiLU prologue."""
     from tfaa_kernels.triton import temporal_conv as tc
-    monkeypatch.setitem(tc._INTERP_DW, "RING", ring)
-    monkeypatch.setattr(tc, "_DW_MAX_TAPS", max_taps)
-    _dw_against_reference(backend, "nchw" if ring else "channels_last", num_frames, kk, fused=fused)
+    monkeypatch.setitem(tc._INTERP_DW, "SPLIT", split)
+    _dw_against_reference(backend, "channels_last" if fused else "nchw", 3, 3, fused=fused)
 
 
-@pytest.mark.parametrize("backend", CPU_KERNELS)
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("num_frames,kk", [(1, 3), (3, 3), (5, 5)])
-def test_dw_ring_fused_cpu(backend, layout, num_frames, kk, poison, monkeypatch):
-    """The sliding window with the GroupNorm+SiLU prologue (zero padding must stay zero after it)."""
+def test_dw_split_rule():
+    """The split fills one wave of _DW_PROGRAMS_PER_SM programs an SM at 128 x 128 tiles, at least
+    1 and at most the steps: S2 (300 programs + 10 bias) 1, 32x32 C640 3, S1 8 on 132 SMs."""
     from tfaa_kernels.triton import temporal_conv as tc
-    monkeypatch.setitem(tc._INTERP_DW, "RING", 1)
-    _dw_against_reference(backend, layout, num_frames, kk, fused=True)
+    assert tc._dw_split(1280, 1280, 3, 2 * 16 * 4, True, 132) == 1
+    assert tc._dw_split(640, 640, 3, 2 * 16 * 16, True, 132) == 3
+    assert tc._dw_split(320, 320, 3, 2 * 16 * 64, True, 132) == 8
+    assert tc._dw_split(320, 320, 3, 5, True, 132) == 5
+    assert tc._dw_split(8, 8, 1, 1000, False, 132) == 264
 
 
 @pytest.mark.parametrize("backend", CPU_KERNELS)
 @pytest.mark.parametrize("tma", [0, 1])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("num_frames,kk,ring,fused", [(3, 3, 0, False), (5, 5, 1, False), (1, 3, 0, True),
-                                                      (4, 3, 1, True)])
-def test_tma_and_pointer_paths_cpu(backend, tma, layout, num_frames, kk, ring, fused, poison, monkeypatch):
+@pytest.mark.parametrize("num_frames,kk,fused", [(3, 3, False), (5, 5, False), (1, 3, True), (4, 3, True)])
+def test_tma_and_pointer_paths_cpu(backend, tma, layout, num_frames, kk, fused, poison, monkeypatch):
     """Both ways the GEMM and weight-gradient kernels read frames, on shapes a TMA descriptor can tile
     (fp32: pixel rows / channel rows of 16-byte multiples): 20 pixels = 16 + a tail of 4, channels
     24 and 40 = 16-blocks + tails, out-of-clip taps that the descriptor must read as zeros."""
@@ -274,7 +272,6 @@ def test_tma_and_pointer_paths_cpu(backend, tma, layout, num_frames, kk, ring, f
     from tfaa_kernels.triton._tma import tma_orientation
     monkeypatch.setitem(tc._INTERP_GEMM, "TMA", tma)
     monkeypatch.setitem(tc._INTERP_DW, "TMA", tma)
-    monkeypatch.setitem(tc._INTERP_DW, "RING", ring)
     x, wt, b = make_inputs(2 * num_frames, 24, 40, 4, 5, kk, layout=layout)
     assert tma_orientation(x.detach(), num_frames) is (layout == "channels_last")
     norm = make_norm(24, 4) if fused else None
@@ -515,10 +512,10 @@ def _gemm_configs_16():
 
 
 def _dw_configs_16():
-    """The weight-gradient kernel's 16-bit (8-warp) configurations, by index and name."""
+    """The weight-gradient kernel's 16-bit (tensor-core, BLOCK_CI > 32) configurations, by index and name."""
     from tfaa_kernels.triton import temporal_conv as tc
-    return [(i, "ring{RING}_tma{TMA}".format(**c.kwargs) + f"_w{c.num_warps}_s{c.num_stages}")
-            for i, c in enumerate(tc._dw_configs()) if c.num_warps == 8]
+    return [(i, "{BLOCK_P}x{BLOCK_CO}x{BLOCK_CI}_tma{TMA}".format(**c.kwargs) + f"_w{c.num_warps}_s{c.num_stages}")
+            for i, c in enumerate(tc._dw_configs()) if c.kwargs["BLOCK_CI"] > 32]
 
 
 def _gemm_and_dw_cases(case):

@@ -53,6 +53,17 @@ def _tma_load(desc, clip, frame, p0, c0, CL: tl.constexpr, BLOCK_P: tl.constexpr
 
 
 @triton.jit
+def _tma_load_cp(desc, clip, frame, p0, c0, CL: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The same tile as :func:`_tma_load`, channels first: [BLOCK_C, BLOCK_P] (for NCHW-like
+    tensors the box as loaded, no transpose)."""
+    if CL:
+        tile = desc.load([clip, frame, p0, c0]).reshape(BLOCK_P, BLOCK_C).T
+    else:
+        tile = desc.load([clip, frame, c0, p0]).reshape(BLOCK_C, BLOCK_P)
+    return tile
+
+
+@triton.jit
 def _tma_store(desc, clip, frame, p0, c0, tile, CL: tl.constexpr, BLOCK_P: tl.constexpr,
                BLOCK_C: tl.constexpr):
     """Store a [BLOCK_P, BLOCK_C] tile; the parts out of bounds are dropped."""

@@ -15,16 +15,13 @@ written: y is stored once, in x's memory format.
   An optional prologue applies ``a = act(x * scale[n, c] + shift[n, c])`` while the x tile is
   loaded (GroupNorm folded into a per-(frame, channel) affine, then SiLU).
 - ``_conv_dw_kernel`` computes the weight gradient ``dW[:, :, t] = sum_{n, p} dy_n[:, p] a_{n+t-K//2}[:, p]^T``.
-  One program owns a (C_out tile, C_in tile) pair for all K taps (K accumulators; K > 5 in tap
-  groups) and walks the frames of a clip in order: the dy tile of frame n is loaded once and dotted
-  with the x tiles of frames n-K//2 .. n+K//2 (reloaded from L2, or with RING kept in registers as
-  the window slides). Programs split the (clip, pixel block) items; their fp32 partials (written
-  once each) are summed by the host in a fixed order: deterministic always, so also when
-  ``torch.are_deterministic_algorithms_enabled()``. Tile choice and traffic: see ``_dw_blocks``.
-  The bias gradient ``dbias[co] = sum_{n, p} dy_n[co, p]`` is fused into it (``BIAS_GRAD``): the
-  row sums of the dy tiles the programs load anyway, one fp32 partial per split (stored by the
-  programs of input-channel tile 0 and tap group 0), summed by the host in the same fixed order.
-  It replaces a separate torch reduction that re-read all of dy (84 MB, ~73 us at S1 on an H100).
+  One program owns a (C_out tile, C_in tile, tap) and runs a plain GEMM loop, one dot a step, over
+  the (clip, frame, pixel block) steps whose source frame lies in the clip (the out-of-clip frames
+  are not in the loop), split into ranges whose fp32 partials (written once each) the host sums in a
+  fixed order: deterministic always, so also when ``torch.are_deterministic_algorithms_enabled()``.
+  The bias gradient ``dbias[co] = sum_{n, p} dy_n[co, p]`` is one extra program per C_out tile and
+  split (``BIAS_GRAD``: dy @ ones on the tensor cores), not a separate pass over dy. Tile choice,
+  split and measurements: see ``_DW_PROGRAMS_PER_SM``.
 - The GroupNorm statistics (``_affine``: per (frame, group) mean and 1/std folded into the
   per-(frame, channel) scale/shift of the prologue, one read of x) and the materialised
   act(GroupNorm(x)) (``_norm_act``, when C_out is too wide for the prologue to stay fused, see
@@ -57,13 +54,13 @@ from ..backends import register_impl, triton_interpret
 from ._autotune import tunable
 from ._host import cdiv, next_power_of_2
 from ._layout import _pixel_offsets, _pixel_strides
-from ._tma import _frames_desc, _tma_load, _tma_store, tma_orientation, tma_strides_ok, tma_workspace
+from ._tma import _frames_desc, _tma_load, _tma_load_cp, _tma_store, tma_orientation, tma_strides_ok, tma_workspace
 from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
 from .group_norm_silu_backward import norm_act_backward
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY", "TMA_OK", "X_CL", "Y_CL"]
-_DW_KEY = ["C_IN", "C_OUT", "HW", "F", "KT", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU", "DTYPE_KEY", "TAPS",
-           "BIAS_GRAD", "BLOCK_P", "BLOCK_CO", "BLOCK_CI", "TMA_OK", "X_CL", "DY_CL"]
+_DW_KEY = ["C_IN", "C_OUT", "HW", "F", "KT", "NB", "SPLIT", "FLAT_DY", "FLAT_X", "PROLOGUE", "SILU",
+           "DTYPE_KEY", "BIAS_GRAD", "TMA_OK", "X_CL", "DY_CL"]
 
 
 def _gemm_configs():
@@ -77,7 +74,7 @@ def _gemm_configs():
     shapes = [(128, 128, 64, 8, 3, 0), (128, 128, 64, 4, 4, 0), (128, 64, 64, 4, 4, 0), (64, 128, 64, 4, 4, 0),
               (256, 64, 64, 8, 3, 0), (128, 256, 64, 8, 3, 0), (256, 128, 64, 8, 3, 0), (64, 256, 64, 8, 3, 0),
               (64, 64, 64, 4, 3, 0), (128, 256, 64, 8, 3, 1), (256, 128, 64, 8, 3, 1), (128, 128, 64, 4, 4, 1),
-              (128, 128, 64, 8, 3, 1),
+              (128, 128, 64, 8, 3, 1), (128, 256, 64, 8, 4, 1), (256, 128, 64, 8, 4, 1),
               (64, 64, 32, 4, 2, 0), (32, 64, 32, 4, 2, 0), (64, 32, 32, 4, 2, 0)]
     return [triton.Config({"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci, "TMA": tma}, num_warps=w, num_stages=s)
             for bp, bco, bci, w, s, tma in shapes]
@@ -87,37 +84,53 @@ def _arg(named_args, kwargs, name):
     return kwargs.get(name, named_args.get(name))
 
 
-def _gemm_prune(configs, named_args, **kwargs):
-    """The dtype's tiles (see _gemm_configs), none much larger than the problem."""
+def _family(configs, named_args, kwargs):
+    """The configurations of the input dtype's family (BLOCK_CI = 32: fp32, exact CUDA-core dots;
+    wider: 16-bit tensor-core tiles) that the tensors allow (TMA=1 only with TMA_OK)."""
     fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
     tma_ok = bool(_arg(named_args, kwargs, "TMA_OK"))
-    keep = [c for c in configs if (c.kwargs["BLOCK_CI"] == 32) == fp32 and (tma_ok or not c.kwargs["TMA"])]
-    co_cap = max(64, next_power_of_2(int(_arg(named_args, kwargs, "C_OUT"))))
-    p_cap = max(64, next_power_of_2(int(_arg(named_args, kwargs, "HW"))))
-    fit = [c for c in keep if c.kwargs["BLOCK_CO"] <= co_cap and c.kwargs["BLOCK_P"] <= p_cap]
+    return [c for c in configs if (c.kwargs["BLOCK_CI"] == 32) == fp32 and (tma_ok or not c.kwargs["TMA"])]
+
+
+def _fitting(configs, named_args, kwargs, sizes):
+    """The configurations none of whose blocks (``sizes``: block name -> size argument) is more
+    than the next power of two (at least 64) of its size."""
+    caps = {blk: max(64, next_power_of_2(int(_arg(named_args, kwargs, arg)))) for blk, arg in sizes.items()}
+    return [c for c in configs if all(c.kwargs[blk] <= cap for blk, cap in caps.items())]
+
+
+def _gemm_prune(configs, named_args, **kwargs):
+    """The dtype's tiles (see _gemm_configs), none much larger than the problem."""
+    keep = _family(configs, named_args, kwargs)
+    fit = _fitting(keep, named_args, kwargs, {"BLOCK_CO": "C_OUT", "BLOCK_P": "HW"})
     if _arg(named_args, kwargs, "PROLOGUE") or _arg(named_args, kwargs, "SILU"):
         # the prologue runs once per (output-channel block, tap): one block over all of C_out where
         # a tile has room, so each x element is transformed K times
+        co_cap = max(64, next_power_of_2(int(_arg(named_args, kwargs, "C_OUT"))))
         wide = [c for c in fit if c.kwargs["BLOCK_CO"] >= min(co_cap, 256)]
         fit = wide or fit
     return fit or keep[:1] or configs[:1]
 
 
 def _dw_configs():
-    """(RING, num_warps, num_stages, TMA); BLOCK_P, BLOCK_CO, BLOCK_CI and TAPS are fixed by the
-    host (they set the split and the partial buffer). RING=0 (each tap reloads its x tile, from L2)
-    comes first, the default when TFAA_AUTOTUNE=0; 4 warps are the fp32 (CUDA-core) configs; TMA=1
-    reads dy and x through tensor descriptors where they allow it (pruned otherwise)."""
-    return [triton.Config({"RING": r, "TMA": tma}, num_warps=w, num_stages=st)
-            for r, w, st, tma in ((0, 8, 3, 0), (1, 8, 3, 0), (0, 8, 2, 0), (1, 8, 2, 0),
-                                  (0, 8, 3, 1), (1, 8, 3, 1), (0, 8, 4, 1), (0, 4, 2, 0), (1, 4, 2, 0))]
+    """(BLOCK_P, BLOCK_CO, BLOCK_CI, num_warps, num_stages, TMA) of the weight-gradient kernel tried
+    on the GPU: 16-bit tensor-core tiles first (the first that the tensors allow is the default when
+    TFAA_AUTOTUNE=0), then fp32 (BLOCK_CI = 32, CUDA-core dots). TMA=1 reads dy and x through
+    tensor descriptors where they qualify (pruned otherwise). Picked on an H100, bf16 (S12-run 9):
+    128-pixel steps of 128 x 128 channel tiles at S2 (0.178 ms through _weight_grad), 64-pixel
+    steps of 128 x 128 at 4 stages at S1 (0.270)."""
+    shapes = [(64, 128, 128, 8, 3, 1), (128, 128, 128, 8, 3, 1), (64, 128, 256, 8, 3, 1), (64, 128, 64, 8, 3, 1),
+              (64, 128, 128, 8, 4, 1), (64, 128, 128, 8, 3, 0), (64, 128, 64, 8, 3, 0), (64, 64, 64, 4, 3, 0),
+              (32, 64, 32, 4, 2, 0), (32, 64, 32, 4, 2, 1)]
+    return [triton.Config({"BLOCK_P": bp, "BLOCK_CO": bco, "BLOCK_CI": bci, "TMA": tma}, num_warps=w, num_stages=st)
+            for bp, bco, bci, w, st, tma in shapes]
 
 
 def _dw_prune(configs, named_args, **kwargs):
-    fp32 = _arg(named_args, kwargs, "DTYPE_KEY") == 0
-    tma_ok = bool(_arg(named_args, kwargs, "TMA_OK"))
-    keep = [c for c in configs if (c.num_warps == 4) == fp32 and (tma_ok or not c.kwargs["TMA"])]
-    return keep or configs[:1]
+    """The dtype's tiles (see _dw_configs), none much larger than the problem."""
+    keep = _family(configs, named_args, kwargs)
+    fit = _fitting(keep, named_args, kwargs, {"BLOCK_CO": "C_OUT", "BLOCK_CI": "C_IN", "BLOCK_P": "HW"})
+    return fit or keep[:1] or configs[:1]
 
 
 @triton.jit
@@ -206,18 +219,33 @@ def _conv_gemm_kernel(
 
 
 @triton.jit
-def _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, frame, F, p0, ci0, x_tile, offs_pb, offs_ci, ci_mask,
-             HW, W, sx_n, sx_h, sx_w, C_IN,
-             FLAT_X: tl.constexpr, PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr,
-             FAST_SILU: tl.constexpr, USE_TMA: tl.constexpr, X_CL: tl.constexpr,
-             BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr):
-    """act(x[clip * F + frame, ci tile, p0 + pixel block]) as a [BLOCK_P, BLOCK_CI] dot operand; all
-    zeros when ``frame`` lies outside [0, F) (zero padding of the clip, also after the prologue).
-    USE_TMA: through the clip descriptor ``x_desc`` (it zero-fills tails and out-of-clip frames)."""
-    valid = (frame >= 0) & (frame < F)
+def _dw_dy_tile(dy_ptr, dy_desc, clip, frame, F, p0, co0, d_tile, offs_pb, co_mask, HW, W, sd_n, sd_h, sd_w,
+                FLAT_DY: tl.constexpr, USE_TMA: tl.constexpr, DY_CL: tl.constexpr,
+                BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
+    """dy[clip * F + frame, co0 + channel block, p0 + pixel block] as a [BLOCK_CO, BLOCK_P] dot operand
+    (zeros past C_out and HW). USE_TMA: through the clip descriptor ``dy_desc``."""
+    if USE_TMA:
+        dy = _tma_load_cp(dy_desc, clip, frame, p0, co0, DY_CL, BLOCK_P, BLOCK_CO)
+    else:
+        n = clip.to(tl.int64) * F + frame
+        if FLAT_DY:
+            ptrs = dy_ptr + (n * sd_n + p0.to(tl.int64) * sd_w) + d_tile
+        else:
+            ptrs = dy_ptr + n * sd_n + d_tile + _pixel_offsets(p0 + offs_pb, W, sd_h, sd_w, False)[None, :]
+        dy = tl.load(ptrs, mask=co_mask[:, None] & (offs_pb < HW - p0)[None, :], other=0.0)
+    return dy
+
+
+@triton.jit
+def _dw_x_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, frame, F, p0, ci0, x_tile, offs_pb, offs_ci, ci_mask,
+               HW, W, sx_n, sx_h, sx_w, C_IN,
+               FLAT_X: tl.constexpr, PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr,
+               FAST_SILU: tl.constexpr, USE_TMA: tl.constexpr, X_CL: tl.constexpr,
+               BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr):
+    """act(x[clip * F + frame, ci0 + channel block, p0 + pixel block]) as a [BLOCK_P, BLOCK_CI] dot
+    operand (``frame`` lies in the clip; zeros past C_in and HW, also after the prologue)."""
     n_src = clip.to(tl.int64) * F + frame
-    p_mask = offs_pb < HW - p0
-    m = (p_mask[:, None] & ci_mask[None, :]) & valid
+    m = (offs_pb < HW - p0)[:, None] & ci_mask[None, :]
     if USE_TMA:
         a = _tma_load(x_desc, clip, frame, p0, ci0, X_CL, BLOCK_P, BLOCK_CI)
     else:
@@ -228,17 +256,10 @@ def _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, frame, F, p0, ci0, x_til
                     + x_tile)
         a = tl.load(ptrs, mask=m, other=0.0)
     if TRANSFORM:  # PROLOGUE or SILU: masked elements must stay zero after the transform
-        a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask & valid, C_IN,
+        a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n_src, offs_ci, ci_mask, C_IN,
                       PROLOGUE, SILU, FAST_SILU)
         a = tl.where(m, a, 0.0)
     return a.to(x_ptr.dtype.element_ty)
-
-
-@triton.jit
-def _dw_store(part_ptr, acc, t, KT, s, offs_co, offs_ci, co_mask, ci_mask, sp_s, sp_o, sp_i, sp_t):
-    out = (part_ptr + s.to(tl.int64) * sp_s + offs_co.to(tl.int64)[:, None] * sp_o
-           + offs_ci.to(tl.int64)[None, :] * sp_i + t.to(tl.int64) * sp_t)
-    tl.store(out, acc, mask=co_mask[:, None] & ci_mask[None, :] & (t < KT))
 
 
 @tunable(_dw_configs(), key=_DW_KEY, prune=_dw_prune)
@@ -246,169 +267,100 @@ def _dw_store(part_ptr, acc, t, KT, s, offs_co, offs_ci, co_mask, ci_mask, sp_s,
 def _conv_dw_kernel(
     dy_ptr, x_ptr, scale_ptr, shift_ptr, part_ptr, bpart_ptr,
     sd_n, sd_c, sd_h, sd_w, sx_n, sx_c, sx_h, sx_w, sp_s, sp_o, sp_i, sp_t, sb_s,
-    C_IN, C_OUT, HW, W, F, KT, N_ITEMS, PER_SPLIT, NB,
+    C_IN, C_OUT, HW, W, F, KT, NB, SPLIT,
     FLAT_DY: tl.constexpr, FLAT_X: tl.constexpr,
     PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
-    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr, TAPS: tl.constexpr, RING: tl.constexpr,
-    BIAS_GRAD: tl.constexpr, TMA_OK: tl.constexpr, X_CL: tl.constexpr, DY_CL: tl.constexpr,
+    IEEE: tl.constexpr, DTYPE_KEY: tl.constexpr, BIAS_GRAD: tl.constexpr,
+    TMA_OK: tl.constexpr, X_CL: tl.constexpr, DY_CL: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, TMA: tl.constexpr,
 ):
-    """part[s, co, ci, t] = sum over split s of dy[n, co, p] * act(x[n + t - KT//2, ci, p]) for the
-    TAPS taps t0 .. t0+TAPS-1 of this program's tap group, all accumulated by one program; with
-    BIAS_GRAD also bpart[s, co] = sum over split s of dy[n, co, p] (the bias gradient's partials).
+    """part[s, co, ci, t] = sum over split s of tap t's steps of dy[n, co, p] * act(x[n + t - KT//2, ci, p]);
+    with BIAS_GRAD also bpart[s, co] = sum over split s of the centre tap's steps of dy[n, co, p].
 
-    Grid: (channel tiles, tap groups, splits). A split is a range of PER_SPLIT items = (clip, pixel
-    block); for each item the program walks the clip's frames in order, loads the dy tile of frame
-    n once and dots it with the x tiles of frames n + t - KT//2 for its taps. With RING the x tiles
-    are kept in registers as the window slides (x_m is loaded, and transformed by the prologue, once
-    per walk; the walk starts TAPS-1 frames early with a zero dy to fill the window); without it each
-    tap reloads its tile (the repeats hit L2). Accumulators are named by recency d (tap
-    t0 + TAPS-1-d uses the x frame loaded d steps ago) so that TAPS stays a constexpr up to 5.
+    Grid: (C_out tiles x (C_in tiles x KT taps [+ 1 bias program]), SPLIT); C_out tiles vary fastest.
+    A program owns one (C_out tile, C_in tile, tap) and runs one GEMM K-loop over the tap's steps =
+    (clip, frame n, pixel block) with n + t - KT//2 inside the clip (the out-of-clip frames are not
+    in the loop: never read, no zero MMAs), split into SPLIT contiguous ranges. One dot a step.
 
-    Bias gradient (BIAS_GRAD): every program loads each dy tile of its C_out tile in its split's
-    items exactly once (a zero tile in the RING warm-up), so the row sums of those tiles are that
-    split's bias-gradient partial. They are accumulated as one more dot, ``dy @ ones`` into a
-    (BLOCK_CO, 16) fp32 tile (every column the row sum; column 0 is stored), not with ``tl.sum``: a
-    cross-warp reduction inside this pipelined tensor-core loop corrupted dW on the H100 (wrong and
-    run-to-run different at 16 frames x 320 channels, GPU session 3), the dot stays on the path the
-    loop already uses. The programs of C_in tile 0 and tap group 0 store it in bpart[s, C_out tile].
+    The bias program of a C_out tile (the extra index KT * n_ci, only with BIAS_GRAD) walks the centre
+    tap's steps (every frame) and accumulates ``dy @ ones`` into a (BLOCK_CO, 16) fp32 tile (every
+    column the row sum; column 0 is stored), on the tensor cores like the GEMM, not with ``tl.sum``
+    (a cross-warp reduction inside a pipelined tensor-core loop corrupted dW on the H100, S3).
 
-    TMA (with TMA_OK: dy and x qualify, see tfaa_kernels.triton._tma): the dy and x tiles come
-    through descriptors over the NB clips; frames outside a clip (the warm-up's n < 0 and the taps
-    past either end) read as zeros without masks."""
+    TMA (with TMA_OK: dy and x qualify, see tfaa_kernels.triton._tma): the tiles come through
+    descriptors over the NB clips (the copy engine fills channel and pixel tails with zeros)."""
     pid = tl.program_id(0)
-    grp = tl.program_id(1)
-    s = tl.program_id(2)
+    s = tl.program_id(1)
+    n_co = tl.cdiv(C_OUT, BLOCK_CO)
     n_ci = tl.cdiv(C_IN, BLOCK_CI)
-    co_blk = pid // n_ci
-    ci_blk = pid % n_ci
+    co_blk = pid % n_co
+    j = pid // n_co
+    bias_prog = j == KT * n_ci  # never true without BIAS_GRAD (the grid has no such program then)
     pad = KT // 2
-    t0 = grp * TAPS
-    # x frame of recency 0 at dy frame n: n + (t0 + TAPS - 1) - pad
-    D = t0 + TAPS - 1 - pad
-    WARM: tl.constexpr = (TAPS - 1) * RING
-    L = F + WARM  # walk length per item
+    t = tl.where(bias_prog, pad, j // n_ci)
+    ci_blk = j % n_ci
+    shift = t - pad
+    # the frames n whose source frame n + shift lies in [0, F)
+    f_lo = tl.maximum(-shift, 0)
+    nf = tl.maximum(tl.minimum(F, F - shift) - f_lo, 0)
     n_pb = tl.cdiv(HW, BLOCK_P)
-    start = s * PER_SPLIT
-    end = tl.minimum(N_ITEMS, start + PER_SPLIT)
+    steps = NB * nf * n_pb
+    per = tl.cdiv(steps, SPLIT)
+    start = tl.minimum(s * per, steps)
+    end = tl.minimum(steps, start + per)
 
     offs_co = co_blk * BLOCK_CO + tl.arange(0, BLOCK_CO)
     offs_ci = ci_blk * BLOCK_CI + tl.arange(0, BLOCK_CI)
     co_mask = offs_co < C_OUT
     ci_mask = offs_ci < C_IN
     offs_pb = tl.arange(0, BLOCK_P)
+    co0 = co_blk * BLOCK_CO
     ci0 = ci_blk * BLOCK_CI
     USE_TMA: tl.constexpr = TMA and TMA_OK
     if USE_TMA:
         dy_desc = _frames_desc(dy_ptr, NB, F, C_OUT, HW, sd_n, sd_c, sd_w, DY_CL, BLOCK_P, BLOCK_CO)
         x_desc = _frames_desc(x_ptr, NB, F, C_IN, HW, sx_n, sx_c, sx_w, X_CL, BLOCK_P, BLOCK_CI)
+        d_tile = 0
         x_tile = 0
     else:
-        x_desc = x_ptr  # not read
+        dy_desc = dy_ptr  # not read
+        x_desc = x_ptr
         # int64 tile offsets of pixel block 0 (the pixel part only when the pixels have one flat stride)
+        d_tile = offs_co.to(tl.int64)[:, None] * sd_c
+        x_tile = offs_ci.to(tl.int64)[None, :] * sx_c
         if FLAT_DY:
-            d_tile = (offs_co.to(tl.int64)[:, None] * sd_c
-                      + _pixel_offsets(offs_pb, W, sd_h, sd_w, FLAT_DY)[None, :])
-        else:
-            d_tile = offs_co.to(tl.int64)[:, None] * sd_c
+            d_tile += _pixel_offsets(offs_pb, W, sd_h, sd_w, FLAT_DY)[None, :]
         if FLAT_X:
-            x_tile = (_pixel_offsets(offs_pb, W, sx_h, sx_w, FLAT_X)[:, None]
-                      + offs_ci.to(tl.int64)[None, :] * sx_c)
-        else:
-            x_tile = offs_ci.to(tl.int64)[None, :] * sx_c
+            x_tile += _pixel_offsets(offs_pb, W, sx_h, sx_w, FLAT_X)[:, None]
 
-    acc0 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    acc1 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    acc2 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    acc3 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    acc4 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    # bias gradient: dy @ ones on the tensor cores, every column of bacc is the row sum of dy
-    bacc = tl.zeros((BLOCK_CO, 16), dtype=tl.float32)
-    ones = tl.full((BLOCK_P, 16), 1.0, dtype=dy_ptr.dtype.element_ty)
-    bias_prog = (ci_blk == 0) & (grp == 0)  # the programs that store the bias-gradient partial
-    r1 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
-    r2 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
-    r3 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
-    r4 = tl.zeros((BLOCK_P, BLOCK_CI), dtype=x_ptr.dtype.element_ty)
-    for i in range(start * L, end * L):
-        item = i // L
-        n_f = i - item * L - WARM  # dy frame in the clip (< 0: window warm-up, dy is zero)
-        clip = item // n_pb
-        p0 = (item % n_pb) * BLOCK_P
-        m_f = n_f + D
-        if USE_TMA:
-            dy = _tma_load(dy_desc, clip, n_f, p0, co_blk * BLOCK_CO, DY_CL, BLOCK_P, BLOCK_CO).T
-        else:
-            clip0 = clip.to(tl.int64) * F
-            p_mask = offs_pb < HW - p0
-            if FLAT_DY:
-                d_ptrs = dy_ptr + ((clip0 + n_f) * sd_n + p0.to(tl.int64) * sd_w) + d_tile
-            else:
-                d_ptrs = (dy_ptr + (clip0 + n_f) * sd_n + d_tile
-                          + _pixel_offsets(p0 + offs_pb, W, sd_h, sd_w, False)[None, :])
-            dy = tl.load(d_ptrs, mask=(co_mask[:, None] & p_mask[None, :]) & (n_f >= 0), other=0.0)
-        if BIAS_GRAD:  # masked elements (warm-up steps n_f < 0, rows past C_out, pixels past HW) are 0
-            bacc = _mma(dy, ones, bacc, IEEE)
-        a0 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f, F, p0, ci0, x_tile, offs_pb,
-                      offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
-                      TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
-        acc0 = _mma(dy, a0, acc0, IEEE)
-        if TAPS >= 2:
-            if RING:
-                a1 = r1
-            else:
-                a1 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 1, F, p0, ci0, x_tile, offs_pb,
-                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
-                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
-            acc1 = _mma(dy, a1, acc1, IEEE)
-        if TAPS >= 3:
-            if RING:
-                a2 = r2
-            else:
-                a2 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 2, F, p0, ci0, x_tile, offs_pb,
-                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
-                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
-            acc2 = _mma(dy, a2, acc2, IEEE)
-        if TAPS >= 4:
-            if RING:
-                a3 = r3
-            else:
-                a3 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 3, F, p0, ci0, x_tile, offs_pb,
-                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
-                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
-            acc3 = _mma(dy, a3, acc3, IEEE)
-        if TAPS >= 5:
-            if RING:
-                a4 = r4
-            else:
-                a4 = _dw_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, m_f - 4, F, p0, ci0, x_tile, offs_pb,
-                              offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
-                              TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
-            acc4 = _mma(dy, a4, acc4, IEEE)
-        if RING:  # slide the window (stale entries only ever meet the zero dy of the warm-up)
-            if TAPS >= 5:
-                r4 = r3
-            if TAPS >= 4:
-                r3 = r2
-            if TAPS >= 3:
-                r2 = r1
-            if TAPS >= 2:
-                r1 = a0
-    # recency d holds tap t0 + TAPS - 1 - d
-    _dw_store(part_ptr, acc0, t0 + TAPS - 1, KT, s, offs_co, offs_ci, co_mask, ci_mask, sp_s, sp_o, sp_i, sp_t)
-    if TAPS >= 2:
-        _dw_store(part_ptr, acc1, t0 + TAPS - 2, KT, s, offs_co, offs_ci, co_mask, ci_mask,
-                  sp_s, sp_o, sp_i, sp_t)
-    if TAPS >= 3:
-        _dw_store(part_ptr, acc2, t0 + TAPS - 3, KT, s, offs_co, offs_ci, co_mask, ci_mask,
-                  sp_s, sp_o, sp_i, sp_t)
-    if TAPS >= 4:
-        _dw_store(part_ptr, acc3, t0 + TAPS - 4, KT, s, offs_co, offs_ci, co_mask, ci_mask,
-                  sp_s, sp_o, sp_i, sp_t)
-    if TAPS >= 5:
-        _dw_store(part_ptr, acc4, t0 + TAPS - 5, KT, s, offs_co, offs_ci, co_mask, ci_mask,
-                  sp_s, sp_o, sp_i, sp_t)
+    # Two loops at the top level, each empty for the other kind of program (a runtime `if` around
+    # them kept the GEMM loop from running at the probe's speed)
+    acc = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    for i in range(start, tl.where(bias_prog, start, end)):
+        pb = i % n_pb
+        r = i // n_pb
+        clip = r // nf
+        n_f = f_lo + r % nf
+        p0 = pb * BLOCK_P
+        dy = _dw_dy_tile(dy_ptr, dy_desc, clip, n_f, F, p0, co0, d_tile, offs_pb, co_mask, HW, W,
+                         sd_n, sd_h, sd_w, FLAT_DY, USE_TMA, DY_CL, BLOCK_P, BLOCK_CO)
+        a = _dw_x_tile(x_ptr, x_desc, scale_ptr, shift_ptr, clip, n_f + shift, F, p0, ci0, x_tile, offs_pb,
+                       offs_ci, ci_mask, HW, W, sx_n, sx_h, sx_w, C_IN, FLAT_X, PROLOGUE, SILU,
+                       TRANSFORM, FAST_SILU, USE_TMA, X_CL, BLOCK_P, BLOCK_CI)
+        acc = _mma(dy, a, acc, IEEE)
+    out = (part_ptr + s.to(tl.int64) * sp_s + offs_co.to(tl.int64)[:, None] * sp_o
+           + offs_ci.to(tl.int64)[None, :] * sp_i + t.to(tl.int64) * sp_t)
+    tl.store(out, acc, mask=(co_mask[:, None] & ci_mask[None, :]) & (j < KT * n_ci))
     if BIAS_GRAD:
+        # bias gradient: dy @ ones on the tensor cores, every column of bacc is the row sum of dy
+        bacc = tl.zeros((BLOCK_CO, 16), dtype=tl.float32)
+        ones = tl.full((BLOCK_P, 16), 1.0, dtype=dy_ptr.dtype.element_ty)
+        for i in range(start, tl.where(bias_prog, end, start)):
+            pb = i % n_pb
+            r = i // n_pb
+            dy = _dw_dy_tile(dy_ptr, dy_desc, r // nf, f_lo + r % nf, F, pb * BLOCK_P, co0, d_tile, offs_pb,
+                             co_mask, HW, W, sd_n, sd_h, sd_w, FLAT_DY, USE_TMA, DY_CL, BLOCK_P, BLOCK_CO)
+            bacc = _mma(dy, ones, bacc, IEEE)
         bsum = tl.sum(tl.where((tl.arange(0, 16) == 0)[None, :], bacc, 0.0), axis=1)  # column 0, exact
         tl.store(bpart_ptr + s.to(tl.int64) * sb_s + offs_co, bsum, mask=co_mask & bias_prog)
 
@@ -479,119 +431,104 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     return y
 
 
-# Weight gradient: tile choice (bf16/fp16; S1 = B2 F16 C320 64x64 K3, x and dy 84 MB each).
-# dW is a GEMM (C_out) x (K*C_in) reduced over B*F*H*W = 131072: 80.5 GFLOP (77 in-clip).
-# One program owns a (BLOCK_CO x BLOCK_CI) channel tile for all K taps (K accumulators), so it reads
-# its dy tile once and the x tiles of the K frames around it: L2->SM traffic is
-#   dy * ceil(C_in/BLOCK_CI) + x * ceil(C_out/BLOCK_CO) * (K, or 1 with RING)
-# instead of (n_ci + n_co) * K reads of the old per-tap programs. 128 x 64 tiles (K accumulators:
-# 3 * 128 * 64 fp32 = 96 registers a thread at 8 warps) cover C=320 as 3 x 5 tiles: FLOP waste
-# 384/320 = 1.2 (the old 128 x 128 tiles: 1.44); traffic 5 * 84 + 3 * 3 * 84 = 1.18 GB (RING: 0.67 GB)
-# vs 9 * 84 * 2 = 1.5 GB; DRAM ~170 MB when the programs of one split share L2 (they run together:
-# channel tiles vary fastest in the grid). Predicted S1 dW: ~96 GFLOP at ~450-550 TFLOP/s and
-# ~1.2 GB at ~6 TB/s from L2 -> ~0.2-0.25 ms; with dx (= forward GEMM, 0.195 ms) and the partial
-# sum: S1 backward ~0.45-0.5 ms, forward+backward ~0.65-0.7 ms (was 1.62).
-# dbias is fused into these programs (BIAS_GRAD): no separate pass over dy (the torch reduction it
-# replaces cost ~73 us at S1 on an H100). Inside the kernel it is one (BLOCK_CO x BLOCK_P) @
-# (BLOCK_P x 16) dot per dy tile, 16/(TAPS * BLOCK_CI) = 8% more tensor-core work at S1, in every
-# program (a uniform branch around it gets if-converted), and a (split, C_out) fp32 partial.
-_DW_ACC_BUDGET = 3 * 128 * 64   # fp32 accumulator elements a program may hold (all taps)
-_DW_MAX_TAPS = 5                # taps one program can accumulate (acc0..acc4 in the kernel)
-_INTERP_DW = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16, "RING": 0, "TMA": 1}
+# Weight gradient (bf16/fp16; S2 = B2 F16 C1280 16x16 K3: dW is a GEMM (C_out) x (K*C_in) = 1280 x 3840
+# reduced over B*F*H*W = 8192 pixels, 80.5 GFLOP, the same as the forward). One program per (C_out
+# tile, C_in tile, tap) with one dot a loop step, as in a plain GEMM. The kernel this replaced held
+# all K taps of a 128 x 64 channel tile in one program (K accumulators, three dots a step, the dy
+# tile shared by the taps, the bias row sums a fourth dot) to cut L2 traffic, and reached 2.4 TFLOP/s
+# an SM (S2 0.33 ms, S9). A probe of the one-tap loop (S12-run 1, GPU time) ran S2 in 0.164 ms
+# (128 x 128 tiles, 128-pixel steps, one split: 300 programs), 32x32 C640 in 0.164 and S1 in 0.255;
+# through _weight_grad with the bias programs and _dw_finish_kernel (S12-run 9, autotuned, bf16 dW
+# out): S2 0.178 ms, S1 0.270 (NCHW; the old kernel and its fp32 -> bf16 cast 0.33 and 0.29).
+# The bias gradient is one extra light program per C_out tile and split (dy @ ones): no second
+# pass over dy.
+# Split: each tap's steps (clip, frame, pixel block) are cut into SPLIT ranges whose fp32 partials
+# (written once each) the host sums in a fixed order, so the result is deterministic always. The
+# split fills one wave of _DW_PROGRAMS_PER_SM programs an SM, counted at 128 x 128 tiles; at S1
+# (30 programs a split) that is 8 splits. Probe (S12-run 1): a second, partly filled wave costs more
+# than it gives (32x32 C640: split 3 = 225 programs 0.164 ms, 4 = 300 programs 0.234).
+_DW_PROGRAMS_PER_SM = 2  # the 128 x 128 x 64-pixel tile (96 KB of shared memory at 3 stages): two an SM
+_INTERP_DW = {"BLOCK_P": 16, "BLOCK_CO": 16, "BLOCK_CI": 16, "TMA": 1, "SPLIT": 4}
 
 
-def _dw_blocks(c_out: int, c_in: int, kt: int, dtype: torch.dtype) -> Tuple[int, int, int, int]:
-    """(BLOCK_P, BLOCK_CO, BLOCK_CI, TAPS) of the weight-gradient programs: 64-wide input-channel
-    tiles (C = 320 = 5 x 64, no waste), 128-wide output-channel tiles while the K accumulators fit
-    the budget (else 64), fp32 (CUDA-core dots) 32 x 64 x 32. TAPS: the taps one program
-    accumulates, K split into the fewest groups of at most _DW_MAX_TAPS."""
-    groups = cdiv(kt, _DW_MAX_TAPS)
-    taps = cdiv(kt, groups)
-    if triton_interpret():
-        return _INTERP_DW["BLOCK_P"], _INTERP_DW["BLOCK_CO"], _INTERP_DW["BLOCK_CI"], taps
-    if dtype == torch.float32:
-        return 32, 64 if c_out > 32 else 32, 32, taps
-    bci = 64
-    bco = 128 if c_out > 64 and taps * 128 * bci <= _DW_ACC_BUDGET else 64
-    return 64, bco, bci, taps
+def _dw_split(c_out: int, c_in: int, kt: int, steps: int, bias_grad: bool, sms: int) -> int:
+    """Number of splits of each tap's ``steps``: the most that keep the programs (counted at
+    128 x 128 channel tiles, plus the bias programs) in one wave of _DW_PROGRAMS_PER_SM programs an
+    SM; at least 1, at most ``steps``."""
+    n_co = cdiv(c_out, 128)
+    programs = n_co * (cdiv(c_in, 128) * kt + int(bias_grad))
+    return max(1, min(steps, _DW_PROGRAMS_PER_SM * sms // programs))
 
 
-def _dw_split(items: int, tiles: int, sms: int, item_s: float, part_bytes: int) -> int:
-    """Number of splits of the (clip, pixel block) items.
-
-    When the channel tiles fit one wave (tiles <= sms): the most splits that still fit it. Else:
-    minimise the modelled time waves * items per program * item_s (one resident program per SM
-    assumed) plus writing and summing the fp32 partials (part_bytes per split, ~2.5 TB/s).
-    The one-wave rule because the kernel is bound by L2->SM traffic (3.3-4.3 TB/s at S1, S2 and
-    32x32 C640 on an H100, S9), which the split does not change, so a second, partly filled wave
-    costs more than the wave model says. Measured (S9-runs 5, 6, bf16, GPU time): 32x32 C640
-    (50 tiles) split 2 (one wave of 100 programs) 0.284 ms vs the model's 5 (250 programs, two
-    waves) 0.31-0.34 ms; S1 (15 tiles) split 8 0.274 ms vs 6 0.344 and 16 0.326; S2 (200 tiles,
-    the model) split 1 0.32 ms vs 2 0.40."""
-    if 0 < tiles <= sms:
-        fit = [s for s in range(1, min(items, sms // tiles) + 1) if cdiv(items, cdiv(items, s)) == s]
-        return fit[-1] if fit else 1
-    best, best_cost = 1, None
-    for split in range(1, min(items, 8 * sms) + 1):
-        per = cdiv(items, split)
-        if cdiv(items, per) != split:
-            continue  # same per-program work as a smaller split
-        cost = cdiv(tiles * split, sms) * per * item_s + split * part_bytes * 2 / 2.5e12
-        if best_cost is None or cost < best_cost:
-            best, best_cost = split, cost
-    return best
+@triton.jit
+def _dw_finish_kernel(part_ptr, out_ptr, C_OUT, C_IN, KT, SPLIT, sp_s, sp_t, sp_o,
+                      KP: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr):
+    """out[co, ci, t] = sum_{s < SPLIT} part[s, t, co, ci] in the order s = 0, 1, ... (fp32), cast to
+    out's dtype; part (SPLIT, KT, C_OUT, C_IN) with unit C_IN stride, out contiguous (C_OUT, C_IN, KT).
+    A program owns a [BLOCK_CO, BLOCK_CI, KP] tile (KP = KT rounded up to a power of two, masked):
+    the loads run along C_IN in each tap plane, the stores along the (ci, t) rows of dW, whole
+    sectors (Triton moves the tile between the two layouts through shared memory). The one-tap GEMM
+    programs storing straight into the tap-interleaved dW (stride K) took ~100 us for the S2 weight
+    (9.8 MB) on an H100; this kernel 21 us (S12-runs 6, 8)."""
+    co = (tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO))[:, None, None]
+    ci = (tl.program_id(1) * BLOCK_CI + tl.arange(0, BLOCK_CI))[None, :, None]
+    t = tl.arange(0, KP)[None, None, :]
+    mask = (co < C_OUT) & (ci < C_IN) & (t < KT)
+    src = part_ptr + co.to(tl.int64) * sp_o + t.to(tl.int64) * sp_t + ci
+    acc = tl.load(src, mask=mask, other=0.0)
+    for _ in range(1, SPLIT):
+        src += sp_s  # 64-bit pointers: no int32 product s * sp_s
+        acc += tl.load(src, mask=mask, other=0.0)
+    out = out_ptr + (co.to(tl.int64) * C_IN + ci) * KT + t
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int,
+def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int, out_dtype: torch.dtype,
                  scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
                  silu: bool = False, bias_grad: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(dW (C_out, C_in, K), dbias (C_out,) or None without ``bias_grad``), both fp32: split-K
-    partials over (clip, pixel block) items, each program accumulating all the taps of its group,
-    and (bias_grad) the row sums of the dy tiles the programs load anyway (bpart (split, C_out),
-    written by the C_in-tile-0 / tap-group-0 programs); both summed over the splits in a fixed
-    order (deterministic)."""
+    """(dW (C_out, C_in, K) contiguous in ``out_dtype``, dbias (C_out,) fp32 or None without
+    ``bias_grad``), from ``_conv_dw_kernel``'s split partials (part (split, K, C_out, C_in), bpart
+    (split, C_out)) summed over the splits in a fixed order (deterministic). dy: (N, C_out, H, W), x: (N, C_in, H, W), any
+    strides; with ``scale``/``shift`` (N, C_in) fp32 the kernel convolves act(x * scale + shift)."""
     n, c_in, h, w = x.shape
     c_out = dy.shape[1]
     hw = h * w
-    bp, bco, bci, taps = _dw_blocks(c_out, c_in, kt, x.dtype)
-    groups = cdiv(kt, taps)
-    tiles = cdiv(c_out, bco) * cdiv(c_in, bci) * groups
-    items = (n // num_frames) * cdiv(hw, bp)
+    nb = n // num_frames
+    kernel, meta = _forced(_conv_dw_kernel, _DW_FORCE)
     if triton_interpret():
-        split = min(2, max(1, items))
+        meta = dict(_INTERP_DW)
+        split = meta.pop("SPLIT")
     else:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        # one item = a walk over the clip's frames: TAPS dots of BLOCK_CO x BLOCK_CI x BLOCK_P per frame,
-        # at ~4 TFLOP/s per SM (16-bit tensor cores; fp32 CUDA-core dots are ~10x slower)
-        rate = 0.4e12 if x.dtype == torch.float32 else 4e12
-        item_s = 2.0 * bco * bci * bp * taps * num_frames / rate
-        split = _dw_split(items, tiles, sms, item_s, c_out * c_in * kt * 4)
-    per = cdiv(items, split)
-    part = torch.empty((split, c_out, c_in, kt), dtype=torch.float32, device=x.device)
+        split = _dw_split(c_out, c_in, kt, nb * num_frames * cdiv(hw, 64), bias_grad, sms)
+    # (split, tap, C_out, C_in): a program's partial is BLOCK_CO contiguous rows (tap-interleaved
+    # (C_out, C_in, K) stores from one-tap programs were slow, S12-runs 4-6); _dw_finish_kernel sums them
+    part = torch.empty((split, kt, c_out, c_in), dtype=torch.float32, device=x.device)
     bpart = empty((split, c_out), torch.float32, x.device) if bias_grad else part  # part: not written
     sd_h, sd_w, flat_d = _pixel_strides(dy)
     sx_h, sx_w, flat_x = _pixel_strides(x)
     prologue = scale is not None
-    kernel, meta = _forced(_conv_dw_kernel, _DW_FORCE)
-    meta.update(BLOCK_P=bp, BLOCK_CO=bco, BLOCK_CI=bci, TAPS=taps)
-    if triton_interpret():
-        meta.update(RING=_INTERP_DW["RING"], TMA=_INTERP_DW["TMA"])
     x_cl, dy_cl = tma_orientation(x, num_frames), tma_orientation(dy, num_frames)
     tma_ok = x_cl is not None and dy_cl is not None
 
-    grid = (cdiv(c_out, bco) * cdiv(c_in, bci), groups, split)
+    def grid(m):
+        return (cdiv(c_out, m["BLOCK_CO"]) * (cdiv(c_in, m["BLOCK_CI"]) * kt + int(bias_grad)), split)
 
     def launch():
         _launch(kernel, grid, (
             dy, x, scale if prologue else x, shift if prologue else x, part, bpart,
             dy.stride(0), dy.stride(1), sd_h, sd_w, x.stride(0), x.stride(1), sx_h, sx_w,
-            part.stride(0), part.stride(1), part.stride(2), part.stride(3), bpart.stride(0),
-            c_in, c_out, hw, w, num_frames, kt, items, per, n // num_frames),
+            part.stride(0), part.stride(2), part.stride(3), part.stride(1), bpart.stride(0),
+            c_in, c_out, hw, w, num_frames, kt, nb, split),
             dict(FLAT_DY=flat_d, FLAT_X=flat_x, **_act_flags(x, prologue, silu),
                  IEEE=_ieee(x), DTYPE_KEY=_dtype_key(x), BIAS_GRAD=bias_grad, TMA_OK=tma_ok,
                  X_CL=bool(x_cl), DY_CL=bool(dy_cl), **meta))
     tma_workspace(x.device, launch, needed=tma_ok)
-    dw = part[0] if split == 1 else part.sum(0)
+    dw = empty((c_out, c_in, kt), out_dtype, x.device)
+    if dw.numel():
+        _dw_finish_kernel[(cdiv(c_out, 4), cdiv(c_in, 128))](
+            part, dw, c_out, c_in, kt, split, part.stride(0), part.stride(1), part.stride(2),
+            KP=next_power_of_2(kt), BLOCK_CO=4, BLOCK_CI=128, num_warps=4)
     if not bias_grad:
         return dw, None
     return dw, bpart[0] if split == 1 else bpart.sum(0)
@@ -656,8 +593,8 @@ def temporal_conv1d_fwd(x, weight, bias, num_frames: int):
 def temporal_conv1d_bwd(dy, x, weight, num_frames: int, need_bias_grad: bool):
     """(dx in x's memory format, dweight (C_out, C_in, K), dbias (C_out,)), x's dtype."""
     dx = _gemm(dy, _dx_weight(weight), None, num_frames, memory_format_of(x))
-    dw, db = _weight_grad(dy, x, weight.shape[2], num_frames, bias_grad=need_bias_grad)
-    return dx, dw.to(weight.dtype), _bias_grad(db, weight)
+    dw, db = _weight_grad(dy, x, weight.shape[2], num_frames, weight.dtype, bias_grad=need_bias_grad)
+    return dx, dw, _bias_grad(db, weight)
 
 
 # The fused forward applies the norm/act prologue to each x tile once per (output-channel block,
@@ -700,11 +637,11 @@ def temporal_conv1d_gn_silu_bwd(dy, x, weight, gn_weight, gn_bias, num_frames: i
     if num_groups > 0:
         scale, shift, mean, rstd = _affine(x, num_groups, gn_weight, gn_bias, eps)
     if weight.shape[0] > _FUSE_MAX_COUT:  # as in the forward: act(GroupNorm(x)) once, then plain dW
-        dw, db = _weight_grad(dy, _norm_act(x, scale, shift, silu), weight.shape[2], num_frames,
+        dw, db = _weight_grad(dy, _norm_act(x, scale, shift, silu), weight.shape[2], num_frames, weight.dtype,
                               bias_grad=need_bias_grad)
     else:
-        dw, db = _weight_grad(dy, x, weight.shape[2], num_frames, scale, shift, silu, bias_grad=need_bias_grad)
-    dw = dw.to(weight.dtype)
+        dw, db = _weight_grad(dy, x, weight.shape[2], num_frames, weight.dtype, scale, shift, silu,
+                              bias_grad=need_bias_grad)
     db = _bias_grad(db, weight)
     da = _gemm(dy, _dx_weight(weight), None, num_frames, fmt, out_dtype=torch.float32)
     stats = (scale, shift, mean, rstd) if num_groups > 0 else None
