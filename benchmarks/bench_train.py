@@ -40,7 +40,7 @@ def build_model(tiny: bool, gradient_checkpointing: bool, device: torch.device):
     else:
         with device:  # initialise the 1.2B parameters directly on the GPU
             unet = build_video_unet(cfg)
-    unet.freeze_spatial().to(device).train()
+    unet.freeze_spatial().fuse_spatial_norm_act().to(device).train()  # as the trainer builds it
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     return unet

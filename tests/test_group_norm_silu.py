@@ -211,6 +211,26 @@ def test_backward_large_mean_cpu():
 
 
 @needs_interp
+@pytest.mark.parametrize("activation", ["silu", None])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_backward_one_element_groups_cpu(activation, layout, poison):
+    """Groups of one element (G = C, 1x1 pixels: a UNet's lowest level in a tiny model): the output
+    is act(beta) whatever x is, so dx and dweight are exactly zero (the general kernels returned
+    rounding noise times 1/sqrt(eps) for dx) and dbias is sum(da * act'(beta))."""
+    x = make_x(6, 16, 1, 1, layout).requires_grad_(True)
+    w, b = (t.requires_grad_(True) for t in make_params(16))
+    a = tk.group_norm_silu(x, 16, w, b, activation=activation, backend="triton")
+    da = torch.randn(a.shape)
+    dx, dw, db = torch.autograd.grad(a, [x, w, b], da)
+    assert torch.count_nonzero(dx) == 0 and torch.count_nonzero(dw) == 0
+    assert dx.is_contiguous(memory_format=expected_format(x))
+    b64 = b.detach().double().requires_grad_(True)
+    ref = reference.group_norm_silu(x.detach().double(), 16, w.detach().double(), b64, 1e-5, activation)
+    (rb,) = torch.autograd.grad(ref, [b64], da.double())
+    assert_close(db, rb, 1e-5, "dbias")
+
+
+@needs_interp
 def test_backward_deterministic_cpu():
     """Fixed-order sums, no atomics: two backward passes are bitwise equal."""
     x = make_x(3, 40, 5, 7, "channels_last").requires_grad_(True)
@@ -463,6 +483,23 @@ def test_backward_matches_torch_gpu(dtype, layout, n, c, g, h, w, poison):
     gw, gb = (t.requires_grad_(True) for t in make_params(c, dtype=dtype, device="cuda"))
     check_backward(x, g, gw, gb, TOL[dtype])
     check_backward(x, g, None, None, TOL[dtype], activation=None, da_layout="nchw")
+
+
+@pytest.mark.gpu
+def test_auto_with_gradients_inside_auto_for_cuda_graphs_gpu():
+    """Inside tk.auto_for_cuda_graphs "auto" takes the Triton kernels with gradients too: the call
+    must still record the backward (the no-gradient fast path skips the custom op)."""
+    x = torch.randn(4, 64, 8, 8, device="cuda").requires_grad_(True)
+    w, b = (t.cuda().requires_grad_(True) for t in make_params(64))
+    with tk.auto_for_cuda_graphs():
+        a = tk.group_norm_silu(x, 16, w, b)
+    assert a.requires_grad and a.grad_fn is not None
+    da = torch.randn_like(a)
+    grads = torch.autograd.grad(a, [x, w, b], da)
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    ref = torch.autograd.grad(reference.group_norm_silu(x64, 16, w64, b64, 1e-5, "silu"), [x64, w64, b64], da.double())
+    for g, r, name in zip(grads, ref, ("dx", "dweight", "dbias")):
+        assert_close(g, r, 1e-5, name)
 
 
 @pytest.mark.gpu

@@ -30,6 +30,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
+from .spatial_norm_act import fuse_resnet_norm_act, set_norm_act_backend
 from .temporal_weights import TemporalWeights, module_key
 from .weights_io import load_state_dict_file
 
@@ -188,9 +189,19 @@ class VideoUNet(ModelMixin, ConfigMixin):
         """The parameters of all temporal blocks (TFAA + temporal conv)."""
         return self.temporal.parameters()
 
+    def fuse_spatial_norm_act(self) -> "VideoUNet":
+        """Make the GroupNorm+SiLU pairs of the spatial ResNets one op of this UNet's backend
+        (:mod:`tfaa.models.spatial_norm_act`: less activation memory in training under autocast;
+        ``backend="torch"`` keeps diffusers' computation). Parameter names do not change. Returns
+        ``self``; :meth:`set_backend` switches the fused ops too."""
+        fuse_resnet_norm_act(self.unet, self.config.backend)
+        return self
+
     def set_backend(self, backend: str) -> None:
-        """Kernel backend of every temporal block: ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"``."""
+        """Kernel backend of every temporal block (and of the fused spatial GroupNorm+SiLU ops, see
+        :meth:`fuse_spatial_norm_act`): ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"``."""
         self.temporal.set_backend(backend)
+        set_norm_act_backend(self.unet, backend)
         self.register_to_config(backend=backend)
 
     def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:

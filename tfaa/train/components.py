@@ -56,7 +56,9 @@ def build_components(cfg: ModelConfig) -> Dict[str, object]:
     """``dict(unet=VideoUNet, vae, text_encoder, tokenizer, noise_scheduler)`` on the CPU in fp32.
 
     The VAE and text encoder are in eval mode with ``requires_grad=False``; the UNet's spatial part
-    is frozen (:meth:`VideoUNet.freeze_spatial`), its temporal blocks trainable.
+    is frozen (:meth:`VideoUNet.freeze_spatial`), its temporal blocks trainable, and its ResNets'
+    GroupNorm+SiLU pairs are one op of ``cfg.backend`` (:meth:`VideoUNet.fuse_spatial_norm_act`:
+    less activation memory under autocast; "torch" keeps diffusers' computation).
     """
     if cfg.source == "tiny":
         from tfaa.testing import tiny_sd_components
@@ -97,7 +99,7 @@ def build_components(cfg: ModelConfig) -> Dict[str, object]:
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
     else:
         raise ValueError(f"model.source must be 'tiny', 'pretrained' or 'sd14-random', got {cfg.source!r}")
-    unet.freeze_spatial()
+    unet.freeze_spatial().fuse_spatial_norm_act()
     for m in (vae, text_encoder):
         m.requires_grad_(False)
         m.eval()

@@ -162,8 +162,10 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
         with _no_autocast(x):
             a = reference.group_norm_silu(x, num_groups, weight, bias, eps, activation)
         return a.contiguous(memory_format=memory_format_of(x))
-    if backend == "auto" and type(x) is torch.Tensor:
-        # "auto" chose the kernel: eager, no gradient, so the custom op's dispatch (there for
-        # torch.compile and autograd) is skipped: the kernel is called directly, a lower host cost
+    if backend == "auto" and type(x) is torch.Tensor and not _needs_grad(x, weight, bias):
+        # "auto" chose the kernel, eager, no gradient: the custom op's dispatch (there for
+        # torch.compile and autograd) is skipped, the kernel called directly, a lower host cost.
+        # With gradients (inside auto_for_cuda_graphs) the custom op is needed: it is what records
+        # the backward (without it the gradient stopped here, found by S12-run 12's UNet test)
         return get_impl("group_norm_silu_fwd", be)(x, weight, bias, num_groups, float(eps), activation == "silu")
     return group_norm_silu_fwd(x, weight, bias, num_groups, float(eps), activation == "silu", be)
