@@ -226,6 +226,10 @@ def test_fuse_spatial_norm_act(unet2d, backend):
         assert_close(a, b, 1e-5, "temporal gradient")
     fused.set_backend("triton")
     assert {m.backend for m in fused.modules() if isinstance(m, GroupNormSiLU)} == {"triton"}
+    # a UNet backend with no GroupNorm kernel ("cuda") leaves the choice to the op
+    norm = torch.nn.GroupNorm(4, 8)
+    x4 = torch.randn(2, 8, 3, 3)
+    torch.testing.assert_close(GroupNormSiLU(norm, "cuda")(x4), F.silu(norm(x4)))
 
 
 @pytest.mark.gpu

@@ -21,6 +21,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
 import tfaa_kernels
+from tfaa_kernels.backends import has_impl
 
 
 class GroupNormSiLU(nn.Module):
@@ -39,8 +40,10 @@ class GroupNormSiLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "torch":
             return F.silu(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+        # a UNet backend without a GroupNorm kernel (e.g. "cuda") lets the op choose ("auto")
+        backend = self.backend if has_impl("group_norm_silu", self.backend) else "auto"
         return tfaa_kernels.group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps,
-                                            activation="silu", backend=self.backend)
+                                            activation="silu", backend=backend)
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, backend={self.backend!r}"
