@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 import tfaa_kernels
+from tfaa.models.spatial_norm_act import GroupNormModule
 
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "none")
 
@@ -99,7 +100,7 @@ def vae_compile_mode(mode: str) -> str:
     return {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
 
 
-class OpaqueGroupNorm(nn.Module):
+class OpaqueGroupNorm(GroupNormModule):
     """``nn.GroupNorm`` computed by :func:`tfaa_kernels.group_norm_silu` (no activation) with an
     explicit backend, so that under torch.compile it stays one custom op (inductor does not
     decompose it; the op receives its input in eager strides). Holds the wrapped module's
@@ -107,18 +108,9 @@ class OpaqueGroupNorm(nn.Module):
 
     Input/output: ``(N, C, H, W)``, any memory format (kept)."""
 
-    def __init__(self, norm: nn.GroupNorm, backend: str):
-        super().__init__()
-        self.num_groups, self.num_channels, self.eps = norm.num_groups, norm.num_channels, norm.eps
-        self.weight, self.bias = norm.weight, norm.bias
-        self.backend = backend
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return tfaa_kernels.group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps,
                                             activation=None, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, backend={self.backend!r}"
 
 
 def make_up_block_norms_opaque(unet, backend: str) -> int:

@@ -24,18 +24,27 @@ import tfaa_kernels
 from tfaa_kernels.backends import has_impl
 
 
-class GroupNormSiLU(nn.Module):
-    """``SiLU(GroupNorm(x))`` holding the replaced ``nn.GroupNorm``'s ``weight``/``bias``.
-
-    Input/output: ``(N, C, H, W)``, any memory format (kept). ``backend="torch"``:
-    ``F.silu(F.group_norm(x, ...))`` (under autocast GroupNorm in fp32); any other backend:
-    :func:`tfaa_kernels.group_norm_silu` (under autocast in the autocast dtype)."""
+class GroupNormModule(nn.Module):
+    """Base of the modules that compute a replaced ``nn.GroupNorm`` through a chosen backend: holds
+    its ``weight``/``bias`` parameters under the same names (same state_dict keys), ``num_groups``,
+    ``eps`` and ``backend``. Subclasses define ``forward``."""
 
     def __init__(self, norm: nn.GroupNorm, backend: str):
         super().__init__()
         self.num_groups, self.num_channels, self.eps = norm.num_groups, norm.num_channels, norm.eps
         self.weight, self.bias = norm.weight, norm.bias
         self.backend = backend
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, backend={self.backend!r}"
+
+
+class GroupNormSiLU(GroupNormModule):
+    """``SiLU(GroupNorm(x))`` holding the replaced ``nn.GroupNorm``'s ``weight``/``bias``.
+
+    Input/output: ``(N, C, H, W)``, any memory format (kept). ``backend="torch"``:
+    ``F.silu(F.group_norm(x, ...))`` (under autocast GroupNorm in fp32); any other backend:
+    :func:`tfaa_kernels.group_norm_silu` (under autocast in the autocast dtype)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "torch":
@@ -44,9 +53,6 @@ class GroupNormSiLU(nn.Module):
         backend = self.backend if has_impl("group_norm_silu", self.backend) else "auto"
         return tfaa_kernels.group_norm_silu(x, self.num_groups, self.weight, self.bias, self.eps,
                                             activation="silu", backend=backend)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, backend={self.backend!r}"
 
 
 class SiLULinear(nn.Module):
