@@ -755,13 +755,16 @@ def test_auto_layout_rule_prefers_triton_for_large_channels_last_frames(monkeypa
     assert backends.auto_backend("temporal_conv1d", ("triton", "cuda"), torch.device("cpu")) == "torch"
 
 
-@pytest.mark.skipif(not CPU_KERNELS, reason="needs the Triton interpreter (TRITON_INTERPRET=1)")
-def test_packed_weights_match_permutes_cpu():
+@pytest.mark.skipif(not (CPU_KERNELS or torch.cuda.is_available()), reason="needs Triton (GPU or interpreter)")
+@pytest.mark.parametrize("taps_in_tile", [False, True])
+def test_packed_weights_match_permutes(monkeypatch, taps_in_tile):
     """The Triton conv's packed weight copies equal torch's permutes (odd channel counts, K 1/3/5,
-    a non-contiguous weight)."""
+    a non-contiguous weight), with the taps moved per tap or as one tile."""
     from tfaa_kernels.triton import temporal_conv as tc
-    for c_out, c_in, kk in ((5, 7, 3), (40, 33, 5), (3, 2, 1)):
-        w = torch.randn(c_out, c_in, 2 * kk)[..., ::2]
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    monkeypatch.setattr(tc, "_TAP_MAJOR_TILES", {k: (taps_in_tile,) + v[1:] for k, v in tc._TAP_MAJOR_TILES.items()})
+    for c_out, c_in, kk in ((5, 7, 3), (40, 33, 5), (3, 2, 1), (70, 130, 3)):
+        w = torch.randn(c_out, c_in, 2 * kk, device=dev)[..., ::2]
         assert torch.equal(tc._fwd_weight(w), w.permute(2, 1, 0))
         assert torch.equal(tc._dx_weight(w), w.flip(2).permute(2, 0, 1))
 

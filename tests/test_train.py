@@ -179,6 +179,7 @@ def test_train_runs_writes_checkpoints_and_logs(tmp_path):
     assert all(torch.isfinite(torch.tensor(res["losses"])))
     assert len(res["step_seconds"]) == 3 and min(res["step_seconds"]) > 0
     assert res["frames_per_second_median_step"] > 0 and res["peak_memory_bytes"] == [None]  # CPU
+    assert res["cuda_graph"] is False  # the default turns on only with CUDA
     assert res["trainable_parameters"] > 0 and res["total_parameters"] > res["trainable_parameters"]
     root = tmp_path / "checkpoints"
     assert [os.path.basename(p) for p in list_checkpoints(str(root))] == ["step_00000002", "step_00000003"]

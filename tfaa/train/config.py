@@ -13,7 +13,7 @@ Sections (all keys optional except the data source)::
              lr_warmup_steps, max_grad_norm}
     train:  {batch_size, gradient_accumulation_steps, max_steps, mixed_precision, ema_decay,
              log_every, checkpoint_every, keep_last, tensorboard, progress, resume, deterministic,
-             ddp_comm_hook, ddp_bucket_cap_mb}
+             cuda_graph, ddp_comm_hook, ddp_bucket_cap_mb}
 
 Unknown keys raise :class:`ConfigError` naming the key and the closest valid one; wrong types and
 out-of-range values raise it naming the key and the rule. Defaults follow the thesis (8 frames at
@@ -105,6 +105,12 @@ class RunConfig:
     #: implementation raises) and the fused kernels' deterministic paths: bitwise repeatable losses
     #: on the GPU, e.g. to check a resume against an uninterrupted run; slower
     deterministic: bool = False
+    #: replay each micro-batch's forward and backward from one CUDA graph (tfaa.train.step.GradientStep):
+    #: the host's Python and launch time is paid once, at the capture in the first step (after 3
+    #: eager warm-up calls). null (default): on for one CUDA process without
+    #: model.gradient_checkpointing, and a failed capture falls back to eager steps with a warning;
+    #: true: required (one CUDA process, no gradient checkpointing; a failed capture raises); false: eager
+    cuda_graph: Optional[bool] = None
     #: DDP gradient all-reduce (2+ processes): "no" (fp32 buckets), "bf16" or "fp16" (the buckets
     #: are compressed for the all-reduce and decompressed after: half the bytes, rounded gradients)
     ddp_comm_hook: str = "no"
@@ -175,6 +181,10 @@ class TrainConfig:
         _range("train.keep_last", t.keep_last, lo=1)
         _choice("train.ddp_comm_hook", t.ddp_comm_hook, ("no", "bf16", "fp16"))
         _range("train.ddp_bucket_cap_mb", t.ddp_bucket_cap_mb, lo=1)
+        if t.cuda_graph is True and m.gradient_checkpointing:
+            raise ConfigError("train.cuda_graph cannot be combined with model.gradient_checkpointing "
+                              "(the recomputation saves and restores RNG states, which a capture forbids); "
+                              "set one of them to false")
         if t.resume not in (None, "latest") and not os.path.isdir(t.resume):
             raise ConfigError(f"train.resume must be null, 'latest' or an existing checkpoint folder, got {t.resume!r}")
         return self

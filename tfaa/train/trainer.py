@@ -7,8 +7,10 @@
    (:mod:`.components`), AdamW on the temporal parameters only, a diffusers LR schedule with warmup;
 3. optionally cache latents (rank 0 encodes, the others wait), then train from them;
 4. per optimizer step: ``gradient_accumulation_steps`` micro-batches (DDP gradient sync only on the
-   last), eq. 3.9 loss under bf16 autocast (``mixed_precision``), gradient clipping, optimizer and
-   LR-schedule step, EMA update; loss averaged across processes; TensorBoard + tqdm on rank 0;
+   last), eq. 3.9 loss under bf16 autocast (``mixed_precision``) and its backward
+   (:class:`.step.GradientStep`: eager, or replayed from one CUDA graph with ``train.cuda_graph``),
+   gradient clipping, optimizer and LR-schedule step, EMA update; loss averaged across processes;
+   TensorBoard + tqdm on rank 0;
 5. atomic checkpoints every ``checkpoint_every`` steps and at the end; ``final/temporal`` (and
    ``final/ema_temporal``) written at the end; ``results.json`` on rank 0.
 
@@ -39,9 +41,10 @@ from .components import build_components
 from .config import TrainConfig, config_from_dict, config_to_dict, load_config
 from .data_setup import DataPosition, batch_stream, build_video_dataset, load_records
 from .ema import EMA
-from .loss import diffusion_loss, encode_text
+from .loss import encode_text
+from .step import GradientStep
 
-__all__ = ["train", "resolve_mixed_precision", "capture_rng_state", "restore_rng_state", "param_checksum"]
+__all__ = ["train", "resolve_mixed_precision", "resolve_cuda_graph", "capture_rng_state", "restore_rng_state", "param_checksum"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,14 @@ def resolve_mixed_precision(setting: str, cuda: bool) -> str:
     if setting == "auto":
         return "bf16" if cuda else "no"
     return setting
+
+
+def resolve_cuda_graph(setting: Optional[bool], cuda: bool, world_size: int, gradient_checkpointing: bool) -> bool:
+    """``train.cuda_graph``: None (auto) -> on for one CUDA process without gradient checkpointing;
+    True / False unchanged (True is checked against the run later, with a clear error)."""
+    if setting is None:
+        return cuda and world_size == 1 and not gradient_checkpointing
+    return bool(setting)
 
 
 def capture_rng_state(noise_generator: torch.Generator) -> dict:
@@ -102,7 +113,7 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
     ``local_losses`` (this process), ``final_step``, ``last_checkpoint``, ``skipped_videos`` (distinct
     unreadable/too-short videos, all processes), ``skip_events``, ``param_checksum`` (this process),
     ``rank_checksums`` (all processes), ``world_size``, ``trainable_parameters``, ``total_parameters``,
-    ``mixed_precision``, ``frames_per_second`` (all frames over the loop's wall time, compilation and
+    ``mixed_precision``, ``cuda_graph`` (whether the steps ran as graph replays), ``frames_per_second`` (all frames over the loop's wall time, compilation and
     autotuning of the first steps included), ``step_seconds`` (rank 0's wall time per optimizer step;
     every step ends in a host sync on the loss), ``frames_per_second_median_step`` (frames per step,
     all processes, over the median step time: the steady-state throughput), ``peak_memory_bytes``
@@ -123,7 +134,7 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
 
 def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
     from accelerate import Accelerator
-    from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKwargs
+    from accelerate.utils import AutocastKwargs, DDPCommunicationHookType, DistributedDataParallelKwargs
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
@@ -134,8 +145,12 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
                                         comm_hook=DDPCommunicationHookType(t.ddp_comm_hook))
     # cpu=True without CUDA: under a multi-process launcher (torchrun / accelerate launch --multi_gpu)
     # accelerate then sets up DDP over gloo (MULTI_CPU) instead of silently running N copies of rank 0
+    use_graph = resolve_cuda_graph(t.cuda_graph, torch.cuda.is_available(), int(os.environ.get("WORLD_SIZE", "1")),
+                                   cfg.model.gradient_checkpointing)
+    # a captured step must recompute its bf16 weight casts on every replay: autocast's cast cache off
+    amp = AutocastKwargs(cache_enabled=False if use_graph else None)
     accelerator = Accelerator(mixed_precision=mixed, step_scheduler_with_optimizer=False,
-                              cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+                              cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp, amp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != world:
@@ -144,6 +159,10 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
     if t.ddp_comm_hook == "bf16" and world > 1 and device.type != "cuda":
         raise ValueError("train.ddp_comm_hook 'bf16' needs CUDA (torch's bf16 hook runs on NCCL); "
                          "use 'fp16' or 'no' here")
+    if use_graph and device.type != "cuda":
+        raise ValueError("train.cuda_graph needs a CUDA GPU (this process runs on the CPU); set it to false")
+    if use_graph and world > 1:
+        raise ValueError(f"train.cuda_graph supports one process, got {world}; set it to false for DDP runs")
     is_main = accelerator.is_main_process
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     resume_from = resolve_resume(t.resume, ckpt_root)
@@ -239,6 +258,9 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(os.path.join(cfg.output_dir, "logs"))
 
+    grad_step = GradientStep(model, noise_scheduler, noise_gen, params, accumulation=t.gradient_accumulation_steps,
+                             cuda_graph=use_graph, backward=accelerator.backward,
+                             eager_on_capture_failure=t.cuda_graph is None)
     stream = batch_stream(dataset, position, t.batch_size, cfg.seed, world, rank, d.num_workers)
     accum = t.gradient_accumulation_steps
     losses, local_losses, steps_done, step_seconds = [], [], [], []
@@ -259,16 +281,14 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
                 else:
                     latents = encode_pixels(vae, batch["pixel_values"].to(device))
                 text_emb = encode_text(tokenizer, text_encoder, batch["caption"], device)
-                loss = diffusion_loss(model, latents, text_emb, noise_scheduler, noise_gen)
-                accelerator.backward(loss / accum)
-            micro.append(loss.detach().float())
+                micro.append(grad_step(latents, text_emb))
             frames_seen += latents.shape[0] * latents.shape[1]
         grad_norm = None
         if o.max_grad_norm is not None:
             grad_norm = accelerator.clip_grad_norm_(params, o.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_step.zero_grad(optimizer)
         if ema is not None:
             ema.update(params)
         step += 1
@@ -311,7 +331,7 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
                "last_checkpoint": last_ckpt, "skipped_videos": len(skip_total), "skipped_paths": sorted(skip_total),
                "skip_events": skips.count, "param_checksum": checksum, "rank_checksums": checksums,
                "world_size": world, "trainable_parameters": n_train, "total_parameters": n_total,
-               "mixed_precision": mixed, "frames_per_second": frames_seen * world / max(elapsed, 1e-9),
+               "mixed_precision": mixed, "cuda_graph": grad_step.cuda_graph, "frames_per_second": frames_seen * world / max(elapsed, 1e-9),
                "step_seconds": step_seconds,
                "frames_per_second_median_step": steady_fps,
                "peak_memory_bytes": _gather_objects(accelerator, peak),

@@ -536,18 +536,36 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int, ou
 
 @triton.jit
 def _tap_major_kernel(w_ptr, out_ptr, C_OUT, C_IN, KT, so_t, so_o, so_i,
-                      FLIP: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr):
+                      FLIP: tl.constexpr, TAPS_IN_TILE: tl.constexpr, KP: tl.constexpr,
+                      BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr):
     """out[t', co, ci] = w[co, ci, t] (w contiguous (C_OUT, C_IN, KT); out through its strides;
-    t' = KT-1-t with FLIP). One (co, ci) tile per program, all taps; Triton stages the tile through
-    shared memory when the store's contiguous axis differs from the load's."""
+    t' = KT-1-t with FLIP). One (co, ci) tile per program, all taps: TAPS_IN_TILE moves them as one
+    [BLOCK_CO, BLOCK_CI, KP] tile (KP = next power of two >= KT; one contiguous read), else one
+    [BLOCK_CO, BLOCK_CI] tile per tap (reads with stride KT). Triton stages a tile through shared
+    memory when the store's contiguous axis differs from the load's."""
     co = tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO)
     ci = tl.program_id(1) * BLOCK_CI + tl.arange(0, BLOCK_CI)
     mask = (co < C_OUT)[:, None] & (ci < C_IN)[None, :]
     src = w_ptr + (co.to(tl.int64)[:, None] * C_IN + ci[None, :]) * KT
     dst = out_ptr + co.to(tl.int64)[:, None] * so_o + ci.to(tl.int64)[None, :] * so_i
-    for t in range(0, KT):
+    if TAPS_IN_TILE:
+        t = tl.arange(0, KP)
         tt = KT - 1 - t if FLIP else t
-        tl.store(dst + tt * so_t, tl.load(src + t, mask=mask), mask=mask)
+        mask3 = mask[:, :, None] & (t < KT)[None, None, :]
+        tl.store(dst[:, :, None] + tt[None, None, :] * so_t, tl.load(src[:, :, None] + t[None, None, :], mask=mask3),
+                 mask=mask3)
+    else:
+        for t in range(0, KT):
+            tt = KT - 1 - t if FLIP else t
+            tl.store(dst + tt * so_t, tl.load(src + t, mask=mask), mask=mask)
+
+
+# (taps in one tile, BLOCK_CO, BLOCK_CI) per packed layout, H100 bf16 (S13-run 1, do_bench medians,
+# us, for weights (1280, 1280, 3) / (320, 320, 3) / (1280, 1280, 5)): the forward's (K, C_in, C_out)
+# per tap with 32 x 32 tiles, 13.6 / 6.3 / 19.5 (the whole tile: 15.3 / 5.4 / 22.2; a clone of the
+# S2 weight takes 11.8); the input gradient's (K, C_out, C_in) as one 16 x 64 x KP tile, 13.7 / 5.4 /
+# 22.1 (per tap: 28.3 / 6.9 / 47.0).
+_TAP_MAJOR_TILES = {(0, 2, 1): (False, 32, 32), (0, 1, 2): (True, 16, 64)}
 
 
 def _tap_major(weight: torch.Tensor, perm, flip: bool) -> torch.Tensor:
@@ -560,9 +578,11 @@ def _tap_major(weight: torch.Tensor, perm, flip: bool) -> torch.Tensor:
     strides = [0, 0, 0]
     for dim, axis in enumerate(perm):
         strides[axis] = out.stride(dim)
+    taps_in_tile, bco, bci = _TAP_MAJOR_TILES.get(tuple(perm), (False, 32, 32))
     if out.numel():
-        grid = (cdiv(c_out, 32), cdiv(c_in, 32))
-        _tap_major_kernel[grid](w, out, c_out, c_in, kt, *strides, FLIP=flip, BLOCK_CO=32, BLOCK_CI=32)
+        grid = (cdiv(c_out, bco), cdiv(c_in, bci))
+        _tap_major_kernel[grid](w, out, c_out, c_in, kt, *strides, FLIP=flip, TAPS_IN_TILE=taps_in_tile,
+                                KP=next_power_of_2(kt), BLOCK_CO=bco, BLOCK_CI=bci)
     return out
 
 
