@@ -52,10 +52,12 @@ class GradientStep:
     with ``accumulation == 1`` it overwrites them (they are allocated during the captured backward,
     from the graph's pool, as eager would), with ``accumulation > 1`` it adds into them (allocated
     before the capture). Zero them in place between optimizer steps (:meth:`zero_grad`; needed when
-    accumulating, and for the eager fallback) and never set them to None. ``generator`` is registered with the graph, so
-    every replay draws fresh noise and advances it as an eager call would. A call whose input shapes
-    differ from the captured ones runs eagerly (logged once). The model must not change between
-    replays other than through its parameters' values (same modules, same backend).
+    accumulating, and for the eager fallback) and never set them to None. ``generator`` is
+    registered with the graph, so every replay draws fresh noise and advances it as an eager call
+    would. A call whose input shapes differ from the captured ones runs eagerly (logged once). The
+    model must not change between replays other than through its parameters' values (same modules,
+    same backend). The backward is ``loss.backward()`` (the trainer's bf16/fp32 runs have no grad
+    scaler, so accelerate's backward is the same call).
     """
 
     def __init__(self, model, noise_scheduler, generator: torch.Generator, params: List[torch.nn.Parameter],

@@ -44,7 +44,8 @@ from .ema import EMA
 from .loss import encode_text
 from .step import GradientStep
 
-__all__ = ["train", "resolve_mixed_precision", "resolve_cuda_graph", "capture_rng_state", "restore_rng_state", "param_checksum"]
+__all__ = ["train", "resolve_mixed_precision", "resolve_cuda_graph", "capture_rng_state", "restore_rng_state",
+           "param_checksum"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +114,10 @@ def train(config: Union[TrainConfig, Dict[str, Any], str], stop_at_step: Optiona
     ``local_losses`` (this process), ``final_step``, ``last_checkpoint``, ``skipped_videos`` (distinct
     unreadable/too-short videos, all processes), ``skip_events``, ``param_checksum`` (this process),
     ``rank_checksums`` (all processes), ``world_size``, ``trainable_parameters``, ``total_parameters``,
-    ``mixed_precision``, ``cuda_graph`` (whether the steps ran as graph replays), ``frames_per_second`` (all frames over the loop's wall time, compilation and
-    autotuning of the first steps included), ``step_seconds`` (rank 0's wall time per optimizer step;
-    every step ends in a host sync on the loss), ``frames_per_second_median_step`` (frames per step,
+    ``mixed_precision``, ``cuda_graph`` (whether the steps ran as graph replays), ``frames_per_second``
+    (all frames over the loop's wall time, compilation, autotuning and capture of the first steps
+    included), ``step_seconds`` (rank 0's wall time per optimizer step; every step ends in a host
+    sync on the loss), ``frames_per_second_median_step`` (frames per step,
     all processes, over the median step time: the steady-state throughput), ``peak_memory_bytes``
     (``torch.cuda.max_memory_allocated`` per process, rank order; ``None`` without CUDA),
     ``output_dir``, ``resumed_from``.
@@ -331,7 +333,8 @@ def _train(cfg: TrainConfig, stop_at_step: Optional[int]) -> Dict[str, Any]:
                "last_checkpoint": last_ckpt, "skipped_videos": len(skip_total), "skipped_paths": sorted(skip_total),
                "skip_events": skips.count, "param_checksum": checksum, "rank_checksums": checksums,
                "world_size": world, "trainable_parameters": n_train, "total_parameters": n_total,
-               "mixed_precision": mixed, "cuda_graph": grad_step.cuda_graph, "frames_per_second": frames_seen * world / max(elapsed, 1e-9),
+               "mixed_precision": mixed, "cuda_graph": grad_step.cuda_graph,
+               "frames_per_second": frames_seen * world / max(elapsed, 1e-9),
                "step_seconds": step_seconds,
                "frames_per_second_median_step": steady_fps,
                "peak_memory_bytes": _gather_objects(accelerator, peak),
