@@ -7,7 +7,8 @@
 - one training step = what the trainer runs (``tfaa.train.step.GradientStep``: the eq. 3.9 loss under
   bf16 autocast and its backward), then gradient clipping (1.0), AdamW on the temporal parameters.
 
-Two step modes, each backend in each: "eager" (the trainer's default) and "graph" (``train.cuda_graph``:
+Two step modes, each backend in each: "eager" (the trainer with ``train.cuda_graph: false``, and its
+multi-process or gradient-checkpointing runs) and "graph" (the trainer's default on one CUDA process:
 the forward and backward replayed from one CUDA graph; clipping and AdamW stay eager). Ratios compare
 backends in the same mode. Each run: ``--warmup`` steps (Triton autotuning happens here), then
 ``--steps`` timed steps between CUDA syncs. Throughput = frames / s. Peak memory =
@@ -226,9 +227,10 @@ def main(argv=None) -> int:
                f"{args.frames} frames, {args.latent_size}x{args.latent_size} latents "
                f"({args.latent_size * 8} px), {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, "
                f"AdamW + grad clipping{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
-               f"{args.warmup} warm-up + {args.steps} timed steps. Step \"eager\": the trainer's default; \"graph\": "
-               f"train.cuda_graph, the forward and backward replayed from one CUDA graph (clipping and AdamW "
-               f"eager; the peak includes the capture). auto -> {resolved_backends(device)}.")
+               f"{args.warmup} warm-up + {args.steps} timed steps. Step \"eager\": train.cuda_graph false "
+               f"(and DDP / gradient checkpointing); \"graph\": the trainer's default on one CUDA process, the "
+               f"forward and backward replayed from one CUDA graph (clipping and AdamW eager; the peak includes "
+               f"the capture). auto -> {resolved_backends(device)}.")
     text = "\n".join(["### Training throughput (`benchmarks/bench_train.py`)", "", env_line(), "", setting, "",
                       markdown_table(header, rows)])
     print()

@@ -76,8 +76,7 @@ class GradientStep:
         self.model, self.noise_scheduler, self.generator = model, noise_scheduler, generator
         self.params = list(params)
         self.accumulation, self.cuda_graph, self.autocast_dtype = accumulation, cuda_graph, autocast_dtype
-        self._eager_backward = backward if backward is not None else (lambda loss: loss.backward())
-        self.backward = (lambda loss: loss.backward()) if cuda_graph else self._eager_backward
+        self._eager_backward = backward
         self.warmup, self.eager_on_capture_failure = warmup, eager_on_capture_failure
         self._graph = None
         self._static = None  # (latents, text_emb, loss) of the captured call
@@ -87,7 +86,7 @@ class GradientStep:
     def __call__(self, latents: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """latents ``(B, F, 4, h, w)``, text_emb ``(B, 77, C)`` -> detached loss."""
         if not self.cuda_graph:
-            return self._eager(latents, text_emb)
+            return self._loss_and_backward(latents, text_emb)
         if self._graph is None:
             try:
                 self._capture(latents, text_emb)
@@ -95,8 +94,8 @@ class GradientStep:
                 if not self.eager_on_capture_failure:
                     raise
                 logger.warning("%s; running eager steps", exc)
-                self.cuda_graph, self.backward = False, self._eager_backward
-                return self._eager(latents, text_emb)
+                self.cuda_graph = False
+                return self._loss_and_backward(latents, text_emb)
         s_lat, s_text, s_loss = self._static
         if latents.shape != s_lat.shape or text_emb.shape != s_text.shape:
             if not self._warned_shape:
@@ -104,7 +103,7 @@ class GradientStep:
                                "eagerly", tuple(latents.shape), tuple(text_emb.shape), tuple(s_lat.shape),
                                tuple(s_text.shape))
                 self._warned_shape = True
-            return self._eager(latents, text_emb)
+            return self._loss_and_backward(latents, text_emb)
         s_lat.copy_(latents)
         s_text.copy_(text_emb)
         self._graph.replay()
@@ -129,7 +128,11 @@ class GradientStep:
     def _loss_and_backward(self, latents, text_emb, cache: bool = True) -> torch.Tensor:
         with self._autocast(latents.device, cache):
             loss = diffusion_loss(self.model, latents, text_emb, self.noise_scheduler, self.generator)
-        self.backward(loss / self.accumulation if self.accumulation > 1 else loss)
+        scaled = loss / self.accumulation if self.accumulation > 1 else loss
+        if self.cuda_graph or self._eager_backward is None:  # graph mode (warm-up, capture): plain autograd
+            scaled.backward()
+        else:
+            self._eager_backward(scaled)
         return loss.detach().float()
 
     def _drop_grads(self) -> None:
@@ -137,9 +140,6 @@ class GradientStep:
         if self.accumulation == 1:
             for p in self.params:
                 p.grad = None
-
-    def _eager(self, latents, text_emb) -> torch.Tensor:
-        return self._loss_and_backward(latents, text_emb)
 
     def _capture(self, latents, text_emb) -> None:
         import tfaa_kernels as tk

@@ -8,7 +8,7 @@
 3. optionally cache latents (rank 0 encodes, the others wait), then train from them;
 4. per optimizer step: ``gradient_accumulation_steps`` micro-batches (DDP gradient sync only on the
    last), eq. 3.9 loss under bf16 autocast (``mixed_precision``) and its backward
-   (:class:`.step.GradientStep`: eager, or replayed from one CUDA graph with ``train.cuda_graph``),
+   (:class:`.step.GradientStep`: replayed from one CUDA graph on one CUDA process, ``train.cuda_graph``; else eager),
    gradient clipping, optimizer and LR-schedule step, EMA update; loss averaged across processes;
    TensorBoard + tqdm on rank 0;
 5. atomic checkpoints every ``checkpoint_every`` steps and at the end; ``final/temporal`` (and
