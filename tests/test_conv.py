@@ -279,6 +279,38 @@ def test_tma_and_pointer_paths_cpu(backend, tma, layout, num_frames, kk, fused, 
     _dw_against_reference(backend, layout, num_frames, kk, fused, c_in=24, c_out=40, h=4, w=5)
 
 
+def test_tail_tiles_rule():
+    """The GEMM's split tail: the last wave's tiles when it is at most half full."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    assert tc._tail_tiles(320, 132) == 56      # S2 forward, 128 x 256 tiles on an H100: 3 waves -> 2.5
+    assert tc._tail_tiles(640, 132) == 0       # last wave 112 of 132: no split
+    assert tc._tail_tiles(264, 132) == 0       # whole waves
+    assert tc._tail_tiles(50, 132) == 50       # one partial wave
+    assert tc._tail_tiles(100, 132) == 0
+    assert tc._tail_tiles(100, 0) == 0         # unknown slots
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+@pytest.mark.parametrize("tma", [0, 1])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("slots", [7, 9, 10])
+def test_split_tail_cpu(backend, tma, layout, slots, poison, monkeypatch):
+    """The GEMM with its last tiles run as half-width programs (forward and input gradient): 6 frames
+    x 2 pixel blocks (16 + 4) x 2 output-channel blocks (32 + 8) = 24 tiles; 7 slots split the last
+    3 tiles, 10 the last 4 (incl. the 8-channel block, whose second half is all out of bounds), 9 none
+    (last wave 6 of 9). Forward and gradients against the reference."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    monkeypatch.setitem(tc._INTERP_GEMM, "TMA", tma)
+    monkeypatch.setitem(tc._INTERP_GEMM, "BLOCK_CO", 32)
+    monkeypatch.setattr(tc, "_INTERP_SLOTS", slots)
+    calls = []
+    grid_tiles = tc._tail_tiles
+    monkeypatch.setattr(tc, "_tail_tiles", lambda tiles, s: calls.append((tiles, s)) or grid_tiles(tiles, s))
+    x, wt, b = make_inputs(6, 24, 40, 4, 5, 3, layout=layout)
+    check_against_reference(x, wt, b, 3, backend, 1e-5)
+    assert (24, slots) in calls
+
+
 @pytest.mark.parametrize("backend", CPU_KERNELS)
 @pytest.mark.parametrize("fused", [False, True])
 def test_bias_grad_flag_cpu(backend, fused, poison):
@@ -547,6 +579,23 @@ def test_every_gemm_config_gpu(index, case, poison, monkeypatch):
     from tfaa_kernels.triton import temporal_conv as tc
     monkeypatch.setattr(tc, "_GEMM_FORCE", tc._gemm_configs()[index])
     _gemm_and_dw_cases(case)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_split_tail_gpu(layout, poison, monkeypatch):
+    """The 128 x 256 TMA tile (one program an SM) with whole tiles and a split tail in one grid:
+    40 frames x 2 pixel blocks x 2 output-channel blocks (456 = 256 + 200: the last block's second
+    half partly out of bounds) = 160 tiles, of which the last 160 % SMs (at most half a wave) run
+    as half-width programs, forward and input gradient (80 tiles: one partial wave, all split)."""
+    from tfaa_kernels.triton import temporal_conv as tc
+    config = next(c for c in tc._gemm_configs() if (c.kwargs["BLOCK_P"], c.kwargs["BLOCK_CO"], c.kwargs["TMA"],
+                                                     c.num_stages) == (128, 256, 1, 3))
+    monkeypatch.setattr(tc, "_GEMM_FORCE", config)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert 0 < tc._tail_tiles(160, sms) < 160, "shape no longer mixes whole and half tiles on this GPU"
+    x, wt, b = make_inputs(40, 64, 456, 16, 16, 3, dtype=torch.bfloat16, device="cuda", layout=layout)
+    check_against_reference(x, wt, b, 8, "triton", 2e-2)
 
 
 @pytest.mark.gpu

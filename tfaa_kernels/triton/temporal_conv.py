@@ -8,7 +8,8 @@ its four strides; a frame ``n`` is a ``(C, H*W)`` matrix. The conv is an implici
 M runs over the pixels ``p`` of one frame, N over output channels, and the reduction over
 (tap, input channel) in one flat loop whose bounds skip the taps that fall outside the clip (they
 are never read, there is no padded copy). Nothing is rearranged and no per-tap partial output is
-written: y is stored once, in x's memory format.
+written: y is stored once, in x's memory format. A last GEMM wave that would run at most half full
+runs its tiles as two half-width programs each (``_tail_tiles``).
 
 - ``_conv_gemm_kernel`` computes the forward, and with the transposed, tap-flipped weight
   ``weight.flip(2).permute(2, 0, 1)`` the input gradient (dx_g = sum_s dy_{g+s-K//2} @ W'[s]).
@@ -55,7 +56,7 @@ from ._autotune import tunable
 from ._host import cdiv, next_power_of_2
 from ._layout import _pixel_offsets, _pixel_strides
 from ._tma import _frames_desc, _tma_load, _tma_load_cp, _tma_store, tma_orientation, tma_strides_ok, tma_workspace
-from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _prologue
+from .group_norm_silu import _act_flags, _affine, _launch, _norm_act, _num_sms, _prologue
 from .group_norm_silu_backward import norm_act_backward
 
 _GEMM_KEY = ["C_RED", "C_OUT", "HW", "FLAT_X", "FLAT_Y", "PROLOGUE", "SILU", "DTYPE_KEY", "TMA_OK", "X_CL", "Y_CL"]
@@ -141,6 +142,77 @@ def _mma(a, b, acc, IEEE: tl.constexpr):
     return tl.dot(a, b, acc)
 
 
+@triton.jit
+def _gemm_tile(
+    x_ptr, w_ptr, b_ptr, y_ptr, scale_ptr, shift_ptr,
+    sx_n, sx_c, sx_h, sx_w, sy_n, sy_c, sy_h, sy_w, sw_t, sw_r, sw_o,
+    C_RED, C_OUT, HW, W, F, KT, NB, tile, sub,
+    FLAT_X: tl.constexpr, FLAT_Y: tl.constexpr, HAS_BIAS: tl.constexpr,
+    PROLOGUE: tl.constexpr, SILU: tl.constexpr, TRANSFORM: tl.constexpr, FAST_SILU: tl.constexpr,
+    IEEE: tl.constexpr, USE_TMA: tl.constexpr, X_CL: tl.constexpr, Y_CL: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_CI: tl.constexpr,
+):
+    """One output tile of :func:`_conv_gemm_kernel`: tile = (frame n, pixel block, output-channel
+    block of BLOCK_CO), channel blocks fastest; the program computes its BLOCK_N output channels
+    starting at ``sub * BLOCK_N`` inside the block (BLOCK_N = BLOCK_CO: the whole block)."""
+    n_co = tl.cdiv(C_OUT, BLOCK_CO)
+    n_pb = tl.cdiv(HW, BLOCK_P)
+    co_blk = tile % n_co
+    rest = tile // n_co
+    p_blk = rest % n_pb
+    n = (rest // n_pb).to(tl.int64)
+    f = (n % F).to(tl.int32)
+    pad = KT // 2
+    co0 = co_blk * BLOCK_CO + sub * BLOCK_N
+
+    offs_p = p_blk * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_co = co0 + tl.arange(0, BLOCK_N)
+    offs_ci = tl.arange(0, BLOCK_CI)
+    p_mask = offs_p < HW
+    co_mask = offs_co < C_OUT
+    if USE_TMA:
+        clip = (n // F).to(tl.int32)
+        x_desc = _frames_desc(x_ptr, NB, F, C_RED, HW, sx_n, sx_c, sx_w, X_CL, BLOCK_P, BLOCK_CI)
+        w_desc = tl.make_tensor_descriptor(w_ptr, [KT, C_RED, C_OUT], [sw_t, sw_r, 1], [1, BLOCK_CI, BLOCK_N])
+    else:
+        # int64 tile offsets for (tap 0 frame n, channel block 0); the loop adds a scalar per step
+        x_tile = (_pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)[:, None]
+                  + offs_ci.to(tl.int64)[None, :] * sx_c)
+        w_tile = offs_ci.to(tl.int64)[:, None] * sw_r + offs_co.to(tl.int64)[None, :] * sw_o
+        x_frame = x_ptr + n * sx_n
+
+    # taps whose source frame f + t - pad lies in [0, F)
+    t_lo = tl.maximum(pad - f, 0)
+    t_hi = tl.minimum(KT, F + pad - f)
+    n_ci = tl.cdiv(C_RED, BLOCK_CI)
+    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    for it in range(t_lo * n_ci, t_hi * n_ci):
+        t = it // n_ci
+        ci0 = (it - t * n_ci) * BLOCK_CI
+        ci_mask = offs_ci < C_RED - ci0
+        if USE_TMA:
+            a = _tma_load(x_desc, clip, f + t - pad, p_blk * BLOCK_P, ci0, X_CL, BLOCK_P, BLOCK_CI)
+            wt = w_desc.load([t, ci0, co0]).reshape(BLOCK_CI, BLOCK_N)
+        else:
+            a = tl.load(x_frame + ((t - pad).to(tl.int64) * sx_n + ci0.to(tl.int64) * sx_c) + x_tile,
+                        mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
+            wt = tl.load(w_ptr + (t.to(tl.int64) * sw_t + ci0.to(tl.int64) * sw_r) + w_tile,
+                         mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
+        if TRANSFORM:  # PROLOGUE or SILU (tails transform zeros; they meet zero weights or dropped rows)
+            a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n + (t - pad), ci0 + offs_ci, ci_mask, C_RED,
+                          PROLOGUE, SILU, FAST_SILU).to(w_ptr.dtype.element_ty)
+        acc = _mma(a, wt, acc, IEEE)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
+    if USE_TMA:
+        y_desc = _frames_desc(y_ptr, NB, F, C_OUT, HW, sy_n, sy_c, sy_w, Y_CL, BLOCK_P, BLOCK_N)
+        _tma_store(y_desc, clip, f, p_blk * BLOCK_P, co0, acc.to(y_ptr.dtype.element_ty), Y_CL, BLOCK_P, BLOCK_N)
+    else:
+        y_pix = _pixel_offsets(offs_p, W, sy_h, sy_w, FLAT_Y)
+        tl.store(y_ptr + n * sy_n + y_pix[:, None] + offs_co.to(tl.int64)[None, :] * sy_c,
+                 acc.to(y_ptr.dtype.element_ty), mask=p_mask[:, None] & co_mask[None, :])
+
+
 @tunable(_gemm_configs(), key=_GEMM_KEY, prune=_gemm_prune)
 @triton.jit
 def _conv_gemm_kernel(
@@ -154,68 +226,31 @@ def _conv_gemm_kernel(
 ):
     """y[n, co, p] = bias[co] + sum_{t, ci} w[t, ci, co] * act(x[n + t - KT//2, ci, p]) for the
     in-clip taps. w is a packed (KT, C_RED, C_OUT) view with strides (sw_t, sw_r, sw_o).
-    Program = (frame n, pixel block, output-channel block), channel blocks fastest so programs
-    that share an x tile run together. With TMA (and TMA_OK: x, y and w qualify, see
+    Tiles = (frame n, pixel block, output-channel block), channel blocks fastest so programs that
+    share an x tile run together. With TMA (and TMA_OK: x, y and w qualify, see
     tfaa_kernels.triton._tma; X_CL / Y_CL say which axis is contiguous) x, w and y move through
-    tensor descriptors of the NB clips (bounds checks and tails by the copy engine)."""
+    tensor descriptors of the NB clips (bounds checks and tails by the copy engine).
+
+    Split tail (see ``_tail_tiles``): a grid of ``tiles + extra`` programs runs the first
+    ``tiles - extra`` tiles whole, one a program, and each of the last ``extra`` tiles as two
+    programs of BLOCK_CO // 2 output channels, so a last, partly filled wave of whole tiles becomes
+    a full wave of half tiles. The grid of ``tiles`` programs has no split."""
     pid = tl.program_id(0)
-    n_co = tl.cdiv(C_OUT, BLOCK_CO)
-    n_pb = tl.cdiv(HW, BLOCK_P)
-    co_blk = pid % n_co
-    rest = pid // n_co
-    p_blk = rest % n_pb
-    n = (rest // n_pb).to(tl.int64)
-    f = (n % F).to(tl.int32)
-    pad = KT // 2
-
-    offs_p = p_blk * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_co = co_blk * BLOCK_CO + tl.arange(0, BLOCK_CO)
-    offs_ci = tl.arange(0, BLOCK_CI)
-    p_mask = offs_p < HW
-    co_mask = offs_co < C_OUT
+    tiles = tl.cdiv(C_OUT, BLOCK_CO) * tl.cdiv(HW, BLOCK_P) * NB * F
+    whole = tiles - (tl.num_programs(0) - tiles)
     USE_TMA: tl.constexpr = TMA and TMA_OK
-    if USE_TMA:
-        clip = (n // F).to(tl.int32)
-        x_desc = _frames_desc(x_ptr, NB, F, C_RED, HW, sx_n, sx_c, sx_w, X_CL, BLOCK_P, BLOCK_CI)
-        w_desc = tl.make_tensor_descriptor(w_ptr, [KT, C_RED, C_OUT], [sw_t, sw_r, 1], [1, BLOCK_CI, BLOCK_CO])
+    if pid < whole:
+        _gemm_tile(x_ptr, w_ptr, b_ptr, y_ptr, scale_ptr, shift_ptr,
+                   sx_n, sx_c, sx_h, sx_w, sy_n, sy_c, sy_h, sy_w, sw_t, sw_r, sw_o,
+                   C_RED, C_OUT, HW, W, F, KT, NB, pid, 0,
+                   FLAT_X, FLAT_Y, HAS_BIAS, PROLOGUE, SILU, TRANSFORM, FAST_SILU, IEEE, USE_TMA, X_CL, Y_CL,
+                   BLOCK_P, BLOCK_CO, BLOCK_CO, BLOCK_CI)
     else:
-        # int64 tile offsets for (tap 0 frame n, channel block 0); the loop adds a scalar per step
-        x_tile = (_pixel_offsets(offs_p, W, sx_h, sx_w, FLAT_X)[:, None]
-                  + offs_ci.to(tl.int64)[None, :] * sx_c)
-        w_tile = offs_ci.to(tl.int64)[:, None] * sw_r + offs_co.to(tl.int64)[None, :] * sw_o
-        x_frame = x_ptr + n * sx_n
-
-    # taps whose source frame f + t - pad lies in [0, F)
-    t_lo = tl.maximum(pad - f, 0)
-    t_hi = tl.minimum(KT, F + pad - f)
-    n_ci = tl.cdiv(C_RED, BLOCK_CI)
-    acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
-    for it in range(t_lo * n_ci, t_hi * n_ci):
-        t = it // n_ci
-        ci0 = (it - t * n_ci) * BLOCK_CI
-        ci_mask = offs_ci < C_RED - ci0
-        if USE_TMA:
-            a = _tma_load(x_desc, clip, f + t - pad, p_blk * BLOCK_P, ci0, X_CL, BLOCK_P, BLOCK_CI)
-            wt = w_desc.load([t, ci0, co_blk * BLOCK_CO]).reshape(BLOCK_CI, BLOCK_CO)
-        else:
-            a = tl.load(x_frame + ((t - pad).to(tl.int64) * sx_n + ci0.to(tl.int64) * sx_c) + x_tile,
-                        mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
-            wt = tl.load(w_ptr + (t.to(tl.int64) * sw_t + ci0.to(tl.int64) * sw_r) + w_tile,
-                         mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
-        if TRANSFORM:  # PROLOGUE or SILU (tails transform zeros; they meet zero weights or dropped rows)
-            a = _prologue(a.to(tl.float32), scale_ptr, shift_ptr, n + (t - pad), ci0 + offs_ci, ci_mask, C_RED,
-                          PROLOGUE, SILU, FAST_SILU).to(w_ptr.dtype.element_ty)
-        acc = _mma(a, wt, acc, IEEE)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
-    if USE_TMA:
-        y_desc = _frames_desc(y_ptr, NB, F, C_OUT, HW, sy_n, sy_c, sy_w, Y_CL, BLOCK_P, BLOCK_CO)
-        _tma_store(y_desc, clip, f, p_blk * BLOCK_P, co_blk * BLOCK_CO, acc.to(y_ptr.dtype.element_ty),
-                   Y_CL, BLOCK_P, BLOCK_CO)
-    else:
-        y_pix = _pixel_offsets(offs_p, W, sy_h, sy_w, FLAT_Y)
-        tl.store(y_ptr + n * sy_n + y_pix[:, None] + offs_co.to(tl.int64)[None, :] * sy_c,
-                 acc.to(y_ptr.dtype.element_ty), mask=p_mask[:, None] & co_mask[None, :])
+        _gemm_tile(x_ptr, w_ptr, b_ptr, y_ptr, scale_ptr, shift_ptr,
+                   sx_n, sx_c, sx_h, sx_w, sy_n, sy_c, sy_h, sy_w, sw_t, sw_r, sw_o,
+                   C_RED, C_OUT, HW, W, F, KT, NB, whole + (pid - whole) // 2, (pid - whole) % 2,
+                   FLAT_X, FLAT_Y, HAS_BIAS, PROLOGUE, SILU, TRANSFORM, FAST_SILU, IEEE, USE_TMA, X_CL, Y_CL,
+                   BLOCK_P, BLOCK_CO, BLOCK_CO // 2, BLOCK_CI)
 
 
 @triton.jit
@@ -391,6 +426,39 @@ def _ieee(t: torch.Tensor) -> bool:
     return t.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
 
 
+# Split tail of the GEMM grid. On an H100 the S2 forward (32 frames x 2 pixel blocks x 5 channel
+# blocks = 320 tiles of 128 x 256, one program an SM) ran 3 waves on 132 SMs, the last 42% full:
+# at the kernel's per-tile rate the tiles alone would take 2.42/3 of its 0.140 ms, the 0.112 ms
+# of cuBLAS at the same FLOPs. Tiles of at least _SPLIT_MIN_TILE outputs (128 x 256: one program
+# an SM, its fp32 accumulator alone 128 registers a thread at 8 warps) count one slot an SM; the
+# last wave, when at most half full, runs as twice as many half-width programs. Measured (S14-run
+# 1, GPU time, forced 128 x 256 TMA tile): S2 GEMM 141.6 -> 130.5 us (a half-width program takes
+# ~3/4 of a whole one's time, not 1/2); op forward 0.153 -> 0.141 ms NCHW, 0.152 -> 0.140 CL.
+# S1 and 32x32 C640 (last waves 84 of 132 and 112 of 132) have no split.
+_SPLIT_MIN_TILE = 128 * 256
+_INTERP_SLOTS: Optional[int] = None  # interpreter: slots of the split-tail rule (None: no split)
+
+
+def _gemm_slots(device: torch.device, meta) -> int:
+    """Programs of ``meta``'s tile shape that run at once (0: unknown, no split tail)."""
+    if meta["BLOCK_CO"] < 32:
+        return 0
+    if triton_interpret():
+        return _INTERP_SLOTS or 0
+    if meta["BLOCK_P"] * meta["BLOCK_CO"] < _SPLIT_MIN_TILE:
+        return 0
+    return _num_sms(device)
+
+
+def _tail_tiles(tiles: int, slots: int) -> int:
+    """How many of the last ``tiles`` to run as two half-width programs each: the last wave's
+    tiles when ``slots`` programs run at once and that wave is at most half full, else 0."""
+    if slots <= 0:
+        return 0
+    rem = tiles % slots
+    return rem if 2 * rem <= slots else 0
+
+
 def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], num_frames: int,
           out_format: torch.memory_format, scale: Optional[torch.Tensor] = None,
           shift: Optional[torch.Tensor] = None, silu: bool = False,
@@ -415,7 +483,8 @@ def _gemm(x: torch.Tensor, wpack: torch.Tensor, bias: Optional[torch.Tensor], nu
     tma_ok = x_cl is not None and y_cl is not None and tma_strides_ok(wpack)
 
     def grid(m):
-        return (cdiv(c_out, m["BLOCK_CO"]) * cdiv(h * w, m["BLOCK_P"]) * n,)
+        tiles = cdiv(c_out, m["BLOCK_CO"]) * cdiv(h * w, m["BLOCK_P"]) * n
+        return (tiles + _tail_tiles(tiles, _gemm_slots(x.device, m)),)
 
     def launch():
         _launch(kernel, grid, (
@@ -499,7 +568,7 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, kt: int, num_frames: int, ou
         meta = dict(_INTERP_DW)
         split = meta.pop("SPLIT")
     else:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+        sms = _num_sms(x.device)
         split = _dw_split(c_out, c_in, kt, nb * num_frames * cdiv(hw, 64), bias_grad, sms)
     # (split, tap, C_out, C_in): a program's partial is BLOCK_CO contiguous rows (tap-interleaved
     # (C_out, C_in, K) stores from one-tap programs were slow, S12-runs 4-6); _dw_finish_kernel sums them
