@@ -27,15 +27,37 @@ __host__ __device__ inline void tap_frames(const TfaaConvShape& s, int64_t t, in
   if (end < first) end = first;
 }
 
-// Partial matrices tap t fills: its items (clip, frame using tap t) are batched along the longer
-// of the two axes, at most max_slots at a time; 0 when no frame uses tap t.
+// Whether tap t's GEMMs fold the frames of a clip into one matrix: in channels_last the frames
+// [first, end) of a clip are one (C x nf*HW) column-major matrix (frames adjacent, ld C), so
+// one GEMM covers them (N = nf*HW in the forward, the reduction K = nf*HW in the weight
+// gradient) while nf*HW fits cuBLAS's int; NCHW frames (C x HW blocks) do not fold.
+__host__ __device__ inline bool folds_frames(const TfaaConvShape& s, int64_t nf) {
+  return s.channels_last && nf * s.hw <= 0x7fffffff;
+}
+
+// Whether the weight gradient of tap t folds the frames of a clip (one GEMM a clip, reduction
+// nf*HW): only while the clips' (C_in x C_out) outputs still give a wave's worth of 128 x 128
+// tiles (kDweightFoldMinTiles) without cuBLAS splitting the reduction. H100, bf16 (S14-runs 3, 4,
+// GPU time): at 16x16 C1280 (2 clips x 100 tiles) folding took the channels_last conv's
+// forward+backward from 0.792 to 0.478 ms; at 64x64 C320 (2 x 9 tiles) from 0.937 to 1.081 ms,
+// so there each frame stays an item of reduction HW.
+constexpr int64_t kDweightFoldMinTiles = 128;
+
+__host__ __device__ inline bool dweight_folds(const TfaaConvShape& s, int64_t nf) {
+  const int64_t clips = s.batch_frames / s.num_frames;
+  return folds_frames(s, nf) && clips * ((s.c_in + 127) / 128) * ((s.c_out + 127) / 128) >= kDweightFoldMinTiles;
+}
+
+// Partial matrices tap t fills: its items (clip, frame using tap t; with dweight_folds one item per
+// clip) are batched along the longer of the two axes, at most max_slots at a time; 0 when no frame
+// uses tap t.
 __host__ __device__ inline int64_t dweight_slots(const TfaaConvShape& s, int64_t t, int64_t max_slots) {
   int64_t first, end;
   tap_frames(s, t, first, end);
   const int64_t nf = end - first;
   if (nf <= 0) return 0;
   const int64_t clips = s.batch_frames / s.num_frames;
-  const int64_t axis = clips > nf ? clips : nf;
+  const int64_t axis = dweight_folds(s, nf) || clips > nf ? clips : nf;
   return axis < max_slots ? axis : max_slots;
 }
 

@@ -15,13 +15,15 @@
 // padding = leaving the out-of-clip taps out of the reduction). Frames sharing (t0, t1) form a
 // range batched over (clip, frame) with strided-batched GEMMs.
 // Forward, channels_last: one GEMM per tap, y_f += W_t @ x_{f+t-p}, the centre tap first
-// (it covers every frame), the others accumulating with beta = 1.
+// (it covers every frame), the others accumulating with beta = 1. A clip's output frames of a tap
+// are adjacent, so each (clip, tap) is one GEMM over nf*HW pixels (folds_frames).
 // Bias: y is pre-filled with the bias and every GEMM accumulates (beta = 1).
 //
 // Weight gradient: dW_t = sum over clips, frames f, pixels of dy_f x_{f+t-p}^T. The items (clip,
 // frame) of tap t are spread over `slots` fp32 partial matrices along the longer item axis (frames
 // of a clip, or clips), one strided-batched GEMM per chunk of that axis, beta = 1 after the first
-// chunk; a deterministic kernel then sums the slots into dweight (C_out, C_in, K).
+// chunk; a deterministic kernel then sums the slots into dweight (C_out, C_in, K). In channels_last
+// with wide channels (dweight_folds) an item is a whole clip: one GEMM reduces over its nf*HW pixels.
 #include <cstdint>
 
 #include "conv_internal.h"
@@ -143,9 +145,11 @@ TfaaStatus fwd_channels_last(cublasHandle_t h, int dtype, const void* x, const W
     const Operand A{w.at(tap, s, es), w.ld(s), 0, 0};
     const Operand B{offset(x, (fa + tap - p) * xf, es), s.c_in, F * xf, xf};  // x frame
     const Operand C{offset(y, fa * yf, es), s.c_out, F * yf, yf};
+    // the clip's frames [fa, fb) as one (C x nf*HW) matrix (folds_frames), else one item a frame
+    const bool fold = folds_frames(s, fb - fa);
     const TfaaStatus st = gemm_items(h, t, es, t, es, w.tro ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N,
-                                     s.c_out, s.hw,
-                                     s.c_in, A, B, C, i == 0 ? beta_first : 1.f, clips, fb - fa,
+                                     s.c_out, fold ? (fb - fa) * s.hw : s.hw,
+                                     s.c_in, A, B, C, i == 0 ? beta_first : 1.f, clips, fold ? 1 : fb - fa,
                                      "temporal_conv1d forward GEMM (channels_last)");
     if (st.cuda != cudaSuccess || st.cublas != 0) return st;
   }
@@ -167,7 +171,8 @@ constexpr int64_t kDweightWorkspaceBudget = 16ll << 20;  // fp32 elements (64 Mi
 int64_t dweight_max_slots(const TfaaConvShape& s) {
   const int64_t per_slot = s.taps * s.c_out * s.c_in;
   const int64_t clips = s.batch_frames / s.num_frames;
-  const int64_t longest = clips > s.num_frames ? clips : s.num_frames;  // longest item axis
+  // longest item axis (clips when every tap folds its frames, see dweight_folds)
+  const int64_t longest = clips > s.num_frames || dweight_folds(s, s.num_frames) ? clips : s.num_frames;
   int64_t slots = per_slot > 0 ? kDweightWorkspaceBudget / per_slot : 1;
   if (slots > longest) slots = longest;
   if (slots < 1) slots = 1;
@@ -243,10 +248,14 @@ TfaaStatus tfaa_temporal_conv1d_dweight(int dtype, const void* dy, const void* x
       tap_frames(s, tap, fa, fb);
       const int64_t nf = fb - fa;
       if (nf <= 0) continue;
-      // Batch the longer item axis (frames of a clip, or clips) into the slots, loop the other.
-      const bool by_clip = clips > nf;
+      // channels_last with enough output tiles (dweight_folds): a clip's frames [fa, fb) are one
+      // (C x nf*HW) matrix, one GEMM with the reduction over nf*HW; items = clips. Else batch the
+      // longer item axis (frames of a clip, or clips) into the slots and loop the other.
+      const bool fold = dweight_folds(s, nf);
+      const bool by_clip = fold || clips > nf;
       const int64_t axis = by_clip ? clips : nf;
-      const int64_t other = by_clip ? nf : clips;
+      const int64_t other = fold ? 1 : (by_clip ? nf : clips);
+      const int64_t k = fold ? nf * s.hw : s.hw;
       const int64_t slots = axis < max_slots ? axis : max_slots;
       float* ws_t = workspace + tap * max_slots * cc;
       for (int64_t o = 0; o < other; ++o) {
@@ -260,7 +269,7 @@ TfaaStatus tfaa_temporal_conv1d_dweight(int dtype, const void* dy, const void* x
           const Operand B{offset(dy, (b0 * F + f0) * yf, es), ldb, 0, frames_step * yf};
           const Operand C{ws_t, s.c_in, 0, cc};
           const float beta = (o == 0 && c0 == 0) ? 0.f : 1.f;
-          const TfaaStatus st = gemm_items(h, t, es, CUDA_R_32F, 4, ta, tb, s.c_in, s.c_out, s.hw,
+          const TfaaStatus st = gemm_items(h, t, es, CUDA_R_32F, 4, ta, tb, s.c_in, s.c_out, k,
                                            A, B, C, beta, 1, count,
                                            "temporal_conv1d weight-gradient GEMM");
           if (st.cuda != cudaSuccess || st.cublas != 0) return st;

@@ -82,6 +82,19 @@ def test_conv_cuda_weight_grad_chunked_slots(poison):
     run_case(16, 16, 1280, 1280, 2, 2, 3, torch.float32, "nchw", with_bias=True)
 
 
+@pytest.mark.parametrize("case", ["bf16_3clips", "fp32_chunked_slots"])
+def test_conv_cuda_channels_last_folded_frames(case, poison):
+    """channels_last with wide channels: each clip's frames are one GEMM (forward: N = nf*HW; weight
+    gradient: reduction nf*HW, dweight_folds: clips x 128-tiles of the output >= 128). 3 clips of
+    C 1000 -> 1100 (odd widths); and 5 clips of C 1280, whose fp32 partials fit 3 slots of the
+    workspace, so the clips run as chunks of 3 and 2 accumulated in place."""
+    _cuda_backend()
+    if case == "bf16_3clips":
+        run_case(3 * 4, 4, 1000, 1100, 3, 3, 3, torch.bfloat16, "channels_last", with_bias=True)
+    else:
+        run_case(5 * 2, 2, 1280, 1280, 2, 2, 3, torch.float32, "channels_last", with_bias=True)
+
+
 def test_conv_cuda_backward_deterministic():
     _cuda_backend()
     x = torch.randn(2 * 8, 64, 16, 16, device="cuda", dtype=torch.bfloat16, requires_grad=True)
