@@ -27,15 +27,15 @@ __host__ __device__ inline void tap_frames(const TfaaConvShape& s, int64_t t, in
   if (end < first) end = first;
 }
 
-// Whether tap t's GEMMs fold the frames of a clip into one matrix: in channels_last the frames
-// [first, end) of a clip are one (C x nf*HW) column-major matrix (frames adjacent, ld C), so
-// one GEMM covers them (N = nf*HW in the forward, the reduction K = nf*HW in the weight
+// Whether a GEMM over nf consecutive frames of a clip (the frames one tap covers) folds them into
+// one matrix: in channels_last those frames are one (C x nf*HW) column-major matrix (frames
+// adjacent, ld C), so one GEMM covers them (N = nf*HW in the forward, the reduction K = nf*HW in the weight
 // gradient) while nf*HW fits cuBLAS's int; NCHW frames (C x HW blocks) do not fold.
 __host__ __device__ inline bool folds_frames(const TfaaConvShape& s, int64_t nf) {
   return s.channels_last && nf * s.hw <= 0x7fffffff;
 }
 
-// Whether the weight gradient of tap t folds the frames of a clip (one GEMM a clip, reduction
+// Whether the weight gradient folds a tap's nf frames of a clip (one GEMM a clip, reduction
 // nf*HW): only while the clips' (C_in x C_out) outputs still give a wave's worth of 128 x 128
 // tiles (kDweightFoldMinTiles) without cuBLAS splitting the reduction. H100, bf16 (S14-runs 3, 4,
 // GPU time): at 16x16 C1280 (2 clips x 100 tiles) folding took the channels_last conv's
