@@ -784,6 +784,26 @@ def test_auto_shape_rule_keeps_reference_for_small_frames_with_grad(monkeypatch)
     assert conv_op._auto_for_shape(large, w) == "triton"
 
 
+def test_auto_shape_rule_under_cuda_graphs(monkeypatch):
+    """Inside auto_for_cuda_graphs (GPU time decides) small frames with gradients take Triton first
+    (then CUDA), not the reference; large NCHW frames keep CUDA first; outside the context the
+    eager rule holds again."""
+    from tfaa_kernels.ops import conv as conv_op
+    monkeypatch.setattr(conv_op, "auto_backend", _fake_auto_backend({"torch", "triton", "cuda"}))
+    small = torch.randn(4, 8, 16, 16, requires_grad=True)
+    large = torch.randn(4, 8, 32, 32, requires_grad=True)
+    w = torch.randn(8, 8, 3)
+    with tk.auto_for_cuda_graphs():
+        assert conv_op._auto_for_shape(small, w) == "triton"
+        assert conv_op._auto_for_shape(small.contiguous(memory_format=torch.channels_last), w) == "triton"
+        assert conv_op._auto_for_shape(large, w) == "cuda"
+        with torch.no_grad():
+            assert conv_op._auto_for_shape(small, w) == "cuda"
+        monkeypatch.setattr(conv_op, "auto_backend", _fake_auto_backend({"torch", "cuda"}))
+        assert conv_op._auto_for_shape(small, w) == "cuda"
+    assert conv_op._auto_for_shape(small, w) == "torch"
+
+
 def test_auto_layout_rule_prefers_triton_for_large_channels_last_frames(monkeypatch):
     """"auto" puts Triton before CUDA for channels_last frames >= 32x32 (the CUDA backend's per-tap
     GEMMs measured slower there), keeps AUTO_PREFERENCE's "cuda" first for NCHW and for small

@@ -148,10 +148,11 @@ def auto_for_cuda_graphs(enabled: bool = True):
             with torch.cuda.graph(g):
                 step()
 
-    Where it changes the choice, both under gradients (training): the temporal conv layer with
-    GroupNorm + SiLU takes the fused Triton kernel (tfaa_kernels.ops.conv._fused_backend), and
+    Where it changes the choice, all under gradients (training): the temporal conv layer with
+    GroupNorm + SiLU takes the fused Triton kernel (tfaa_kernels.ops.conv._fused_backend),
     group_norm_silu its Triton forward and backward kernels (eager, both cost more host time than
-    they save on the GPU). Thread-local; nests."""
+    they save on the GPU), and the plain temporal conv on frames below 32x32 Triton instead of the
+    reference (tfaa_kernels.ops.conv._auto_for_shape). Thread-local; nests."""
     previous = getattr(_POLICY, "graphs", False)
     _POLICY.graphs = bool(enabled)
     try:

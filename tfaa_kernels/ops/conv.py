@@ -178,7 +178,10 @@ temporal_conv1d_gn_silu_fwd.register_autograd(_backward_fused, setup_context=_se
 # Forward+backward of the kernel backends measured slower than the reference (cuDNN Conv1d on the
 # rearranged tensor) on frames smaller than 32x32 (bench_conv S2 16x16: reference 1.26 ms vs
 # cuda 1.54 / triton 2.04; S1 64x64: cuda 1.35 vs reference 3.52; RESULTS.md), so "auto" keeps the
-# reference there when gradients are needed. Forward-only (sampling) always takes the kernel.
+# reference there when gradients are needed. Those are eager times, mostly the host's: in GPU time
+# (inside tfaa_kernels.auto_for_cuda_graphs) Triton is the fastest there (S14-run 4, S2 NCHW
+# fwd+bwd: triton 0.464, cuda 0.742, reference 1.239 ms; channels_last 0.454 / 0.482 / 1.24), so a
+# captured step takes Triton first. Forward-only (sampling) always takes the kernel.
 _AUTO_MIN_PIXELS_WITH_GRAD = 1024
 
 
@@ -192,15 +195,19 @@ _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST = 1024
 
 
 def _auto_for_shape(x: Tensor, weight: Tensor) -> str:
-    """The backend of ``backend="auto"`` for this call's shape: the reference for small frames with
-    gradients, Triton before CUDA for large channels_last frames, else AUTO_PREFERENCE's order."""
+    """The backend of ``backend="auto"`` for this call's shape: for small frames with gradients the
+    reference (eager) or Triton first (inside :func:`tfaa_kernels.auto_for_cuda_graphs`), Triton
+    before CUDA for large channels_last frames, else AUTO_PREFERENCE's order."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     hw = x.shape[2] * x.shape[3]
-    if needs_grad and hw < _AUTO_MIN_PIXELS_WITH_GRAD:
-        return "torch"
     preference = AUTO_PREFERENCE["temporal_conv1d"]
+    triton_first = ("triton",) + tuple(b for b in preference if b != "triton")
+    if needs_grad and hw < _AUTO_MIN_PIXELS_WITH_GRAD:
+        if not auto_targets_cuda_graphs():
+            return "torch"
+        preference = triton_first
     if hw >= _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST and memory_format_of(x) == torch.channels_last:
-        preference = ("triton",) + tuple(b for b in preference if b != "triton")
+        preference = triton_first
     return auto_backend("temporal_conv1d", preference, x.device)
 
 
