@@ -298,7 +298,8 @@ def test_split_tail_cpu(backend, tma, layout, slots, poison, monkeypatch):
     """The GEMM with its last tiles run as half-width programs (forward and input gradient): 6 frames
     x 2 pixel blocks (16 + 4) x 2 output-channel blocks (32 + 8) = 24 tiles; 7 slots split the last
     3 tiles, 10 the last 4 (incl. the 8-channel block, whose second half is all out of bounds), 9 none
-    (last wave 6 of 9). Forward and gradients against the reference."""
+    (last wave 6 of 9); the input gradient's 12 tiles (one 32-channel block) split none, 3 and 2 of
+    them. Forward and gradients against the reference."""
     from tfaa_kernels.triton import temporal_conv as tc
     monkeypatch.setitem(tc._INTERP_GEMM, "TMA", tma)
     monkeypatch.setitem(tc._INTERP_GEMM, "BLOCK_CO", 32)
