@@ -19,6 +19,17 @@ cudaError_t conv_bias_fill(int dtype, const void* bias, void* y, const TfaaConvS
 cudaError_t conv_dweight_reduce(int dtype, const float* ws, void* dweight, int64_t max_slots,
                                 const TfaaConvShape& s, cudaStream_t stream);
 
+// The channels_last forward as one implicit-GEMM kernel on Hopper tensor cores (conv_wgmma.cu),
+// taken when all three hold: conv_wgmma_shape_ok (channels_last, bf16/fp16, channel counts
+// multiples of 8, TMA's int32 coordinates), conv_wgmma_pointers_ok (16-byte aligned x, wk, y) and
+// conv_wgmma_device_ok (the current device runs this build's sm_90a code; probed once per device,
+// outside stream capture). wk: the weight in TFAA_W_OTR layout.
+bool conv_wgmma_shape_ok(int dtype, const TfaaConvShape& s);
+bool conv_wgmma_pointers_ok(const void* x, const void* wk, const void* bias, const void* y);
+bool conv_wgmma_device_ok(cudaStream_t stream);
+cudaError_t conv_cl_wgmma_fwd(int dtype, const void* x, const void* wk, const void* bias, void* y,
+                              const TfaaConvShape& s, cudaStream_t stream);
+
 // Output frames [first, end) of a clip that tap t reads from (frame f reads f + t - K/2).
 __host__ __device__ inline void tap_frames(const TfaaConvShape& s, int64_t t, int64_t& first, int64_t& end) {
   const int64_t p = s.taps / 2;

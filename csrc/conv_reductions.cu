@@ -113,13 +113,46 @@ weight_relayout_kernel(const T* __restrict__ w, T* __restrict__ out, int64_t C_o
   }
 }
 
+// OTR_DGRAD: out[(ci*K + K-1-t)*C_out + co] = W[co][ci][t]. A (co, ci) transpose per tap: block
+// (32 x 8 threads) moves a 32 x 32 (co, ci) tile of every tap through shared memory, reading
+// consecutive ci and writing consecutive co.
+template <typename T>
+__global__ void __launch_bounds__(256)
+weight_relayout_dgrad_kernel(const T* __restrict__ w, T* __restrict__ out, int64_t C_out,
+                             int64_t C_in, int64_t K) {
+  __shared__ T tile[32][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t co0 = static_cast<int64_t>(blockIdx.x) * 32, ci0 = static_cast<int64_t>(blockIdx.y) * 32;
+  const int rows_co = C_out - co0 < 32 ? static_cast<int>(C_out - co0) : 32;  // tile extent
+  const int rows_ci = C_in - ci0 < 32 ? static_cast<int>(C_in - ci0) : 32;
+  const T* src = w + (co0 * C_in + ci0 + tx) * K;  // (co0 + r, ci0 + tx), tap 0
+  T* dst = out + (ci0 * K + K - 1) * C_out + co0 + tx;  // (ci0 + r, tap K-1-0, co0 + tx)
+  for (int64_t t = 0; t < K; ++t) {
+#pragma unroll 1
+    for (int r = ty; r < 32; r += 8)
+      if (r < rows_co && tx < rows_ci) tile[r][tx] = src[r * C_in * K + t];
+    __syncthreads();
+#pragma unroll 1
+    for (int r = ty; r < 32; r += 8)
+      if (r < rows_ci && tx < rows_co) dst[r * K * C_out - t * C_out] = tile[tx][r];
+    __syncthreads();
+  }
+}
+
 template <typename T>
 cudaError_t weight_relayout_typed(const void* w, void* out, int64_t c_out, int64_t c_in,
-                                  int64_t taps, bool tro, cudaStream_t st) {
+                                  int64_t taps, int layout, cudaStream_t st) {
   const int64_t total = c_out * c_in;
   if (total == 0 || taps == 0) return cudaSuccess;
-  weight_relayout_kernel<T><<<grid_for(total, kThreads), kThreads, 0, st>>>(
-      static_cast<const T*>(w), static_cast<T*>(out), c_out, c_in, taps, tro);
+  if (layout == TFAA_W_OTR_DGRAD) {
+    const int64_t gx = (c_out + 31) / 32, gy = (c_in + 31) / 32;
+    if (gx > 0x7fffffff || gy > 65535) return cudaErrorInvalidValue;
+    weight_relayout_dgrad_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(32, 8), 0, st>>>(
+        static_cast<const T*>(w), static_cast<T*>(out), c_out, c_in, taps);
+  } else {
+    weight_relayout_kernel<T><<<grid_for(total, kThreads), kThreads, 0, st>>>(
+        static_cast<const T*>(w), static_cast<T*>(out), c_out, c_in, taps, layout == TFAA_W_TRO);
+  }
   return cudaGetLastError();
 }
 
@@ -277,13 +310,12 @@ cudaError_t conv_dweight_reduce(int dtype, const float* ws, void* dweight, int64
 
 cudaError_t tfaa_conv_weight_relayout(int dtype, const void* weight, void* out, int64_t c_out,
                                       int64_t c_in, int64_t taps, int layout, cudaStream_t stream) {
-  if (layout != TFAA_W_OTR && layout != TFAA_W_TRO) return cudaErrorInvalidValue;
-  const bool tro = layout == TFAA_W_TRO;
+  if (layout != TFAA_W_OTR && layout != TFAA_W_TRO && layout != TFAA_W_OTR_DGRAD) return cudaErrorInvalidValue;
   switch (dtype) {
-    case TFAA_F32: return tfaa::weight_relayout_typed<float>(weight, out, c_out, c_in, taps, tro, stream);
-    case TFAA_F16: return tfaa::weight_relayout_typed<__half>(weight, out, c_out, c_in, taps, tro, stream);
+    case TFAA_F32: return tfaa::weight_relayout_typed<float>(weight, out, c_out, c_in, taps, layout, stream);
+    case TFAA_F16: return tfaa::weight_relayout_typed<__half>(weight, out, c_out, c_in, taps, layout, stream);
     case TFAA_BF16:
-      return tfaa::weight_relayout_typed<__nv_bfloat16>(weight, out, c_out, c_in, taps, tro, stream);
+      return tfaa::weight_relayout_typed<__nv_bfloat16>(weight, out, c_out, c_in, taps, layout, stream);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -14,7 +14,8 @@
 // reduction over (tap, channel). At the clip ends the window shrinks to taps [t0, t1) (zero
 // padding = leaving the out-of-clip taps out of the reduction). Frames sharing (t0, t1) form a
 // range batched over (clip, frame) with strided-batched GEMMs.
-// Forward, channels_last: one GEMM per tap, y_f += W_t @ x_{f+t-p}, the centre tap first
+// Forward, channels_last, bf16/fp16 on Hopper: one implicit-GEMM kernel (conv_wgmma.cu) when
+// tfaa_conv_fwd_uses_wgmma says so. Otherwise (cuBLAS): one GEMM per tap, y_f += W_t @ x_{f+t-p}, the centre tap first
 // (it covers every frame), the others accumulating with beta = 1. A clip's output frames of a tap
 // are adjacent, so each (clip, tap) is one GEMM over nf*HW pixels (folds_frames).
 // Bias: y is pre-filled with the bias and every GEMM accumulates (beta = 1).
@@ -25,6 +26,7 @@
 // chunk; a deterministic kernel then sums the slots into dweight (C_out, C_in, K). In channels_last
 // with wide channels (dweight_folds) an item is a whole clip: one GEMM reduces over its nf*HW pixels.
 #include <cstdint>
+#include <cstdlib>
 
 #include "conv_internal.h"
 #include "cublas_min.h"
@@ -196,6 +198,11 @@ TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wk, in
   if (weight_layout != TFAA_W_OTR && weight_layout != TFAA_W_TRO)
     return TfaaStatus{cudaErrorInvalidValue, 0, "temporal_conv1d weight layout"};
   if (s.batch_frames == 0 || s.c_out == 0 || s.hw == 0) return ok();
+  if (weight_layout == TFAA_W_OTR && conv_wgmma_pointers_ok(x, wk, bias, y) &&
+      tfaa_conv_fwd_uses_wgmma(dtype, s, stream)) {
+    const cudaError_t e = conv_cl_wgmma_fwd(dtype, x, wk, bias, y, s, stream);
+    return TfaaStatus{e, 0, e == cudaSuccess ? nullptr : "temporal_conv1d forward (wgmma kernel)"};
+  }
   cublasHandle_t h = static_cast<cublasHandle_t>(cublas_handle);
   const TfaaStatus ss = bind_stream(h, stream);
   if (ss.cublas != 0) return ss;
@@ -213,6 +220,13 @@ TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wk, in
   const WeightView w{wk, weight_layout == TFAA_W_TRO};
   return s.channels_last ? fwd_channels_last(h, dtype, x, w, y, s, beta)
                          : fwd_nchw(h, dtype, x, w, y, s, beta);
+}
+
+bool tfaa_conv_fwd_uses_wgmma(int dtype, TfaaConvShape s, cudaStream_t stream) {
+  if (!valid_shape(s) || !conv_wgmma_shape_ok(dtype, s)) return false;
+  const char* env = std::getenv("TFAA_CUDA_CONV_WGMMA");
+  if (env != nullptr && env[0] == '0' && env[1] == '\0') return false;
+  return conv_wgmma_device_ok(stream);
 }
 
 int64_t tfaa_conv_dweight_workspace_floats(TfaaConvShape s) {

@@ -65,13 +65,25 @@ struct TfaaConvShape {
 //   TFAA_W_TRO: (K, R, O) contiguous, w[t][r][o] = W_t[o, r]   (the input gradient, a forward of the
 //               transposed conv: W'_s[ci, co] = W[co, ci, K-1-s] is weight.flip(2).permute(2, 0, 1))
 enum TfaaWeightLayout : int { TFAA_W_OTR = 0, TFAA_W_TRO = 1 };
+// tfaa_conv_weight_relayout only: the OTR copy for the input gradient's conv (R = C_out, O = C_in),
+// (C_in, K, C_out) contiguous with the taps flipped, w[ci][s][co] = W[co, ci, K-1-s]; the forward
+// launcher then reads it as TFAA_W_OTR.
+constexpr int TFAA_W_OTR_DGRAD = 2;
 
 // out = the copy of weight (C_out, C_in, K) contiguous that a GEMM of `layout` reads: for
 // TFAA_W_OTR the forward's (C_out, K, C_in); for TFAA_W_TRO the input gradient's (K, C_out, C_in)
-// with the taps flipped. One pass, coalesced reads and writes (torch's strided permute copy of the
+// with the taps flipped; for TFAA_W_OTR_DGRAD the input gradient's (C_in, K, C_out), taps flipped
+// (a tiled transpose through shared memory). One pass, coalesced reads and writes (torch's strided permute copy of the
 // same 9.8 MB weight measured ~26 us on an H100, ~4x the bandwidth time).
 cudaError_t tfaa_conv_weight_relayout(int dtype, const void* weight, void* out, int64_t c_out,
                                       int64_t c_in, int64_t taps, int layout, cudaStream_t stream);
+
+// Whether tfaa_temporal_conv1d_fwd runs this call as the Hopper implicit-GEMM kernel (TMA +
+// wgmma, sm_90a) rather than cuBLAS GEMMs, given an OTR weight and 16-byte aligned tensors: a
+// channels_last bf16/fp16 call with channel counts multiples of 8 on a device that runs this
+// build's sm_90a code, unless the environment sets TFAA_CUDA_CONV_WGMMA=0. Cheap after the first
+// call per device (which probes the device, outside stream capture).
+bool tfaa_conv_fwd_uses_wgmma(int dtype, TfaaConvShape s, cudaStream_t stream);
 
 // y[b,f] = bias + sum_t W_t @ x[b, f+t-K/2] (zero outside the clip).
 // wk: the weight in `weight_layout` (see TfaaWeightLayout) for this call's c_in (R) and c_out (O).

@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <optional>
+#include <string>
 
 // PyTorch's cuBLAS handle (its workspace, stream and math mode) when the headers that
 // ATen/cuda/CUDAContext.h pulls in exist; otherwise a handle of our own (tfaa_own_cublas_handle).
@@ -249,14 +250,16 @@ void temporal_conv1d_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Te
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
 
-  // dx: the same conv run on dy with W'_s[ci, co] = W[co, ci, K-1-s], read as TRO (K, C_out, C_in).
+  // dx: the same conv run on dy with W'_s[ci, co] = W[co, ci, K-1-s]: read as TRO (K, C_out, C_in)
+  // by the cuBLAS GEMMs, or as OTR (C_in, K, C_out) by the Hopper kernel.
   if (dx.numel() > 0) {
-    const at::Tensor wk = weight_copy(weight, TFAA_W_TRO, dt, stream);
     TfaaConvShape st = s;
     st.c_in = s.c_out;
     st.c_out = s.c_in;
-    check_status(tfaa_temporal_conv1d_fwd(dt, dy.data_ptr(), wk.data_ptr(), TFAA_W_TRO, nullptr,
-                                          dx.data_ptr(), st, blas_handle(), stream),
+    const bool otr = tfaa_conv_fwd_uses_wgmma(dt, st, stream);
+    const at::Tensor wk = weight_copy(weight, otr ? TFAA_W_OTR_DGRAD : TFAA_W_TRO, dt, stream);
+    check_status(tfaa_temporal_conv1d_fwd(dt, dy.data_ptr(), wk.data_ptr(), otr ? TFAA_W_OTR : TFAA_W_TRO,
+                                          nullptr, dx.data_ptr(), st, blas_handle(), stream),
                  "temporal_conv1d_bwd (input gradient)");
   }
   if (dweight.numel() > 0) {
@@ -273,6 +276,17 @@ void temporal_conv1d_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Te
                                           ws.data_ptr<float>(), s, stream),
                "temporal_conv1d_bwd (bias gradient)");
   }
+}
+
+// Which implementation tfaa_cuda::temporal_conv1d_fwd runs for x (aligned as given) and weight:
+// "wgmma" (the Hopper implicit-GEMM kernel) or "cublas". For tests and benchmarks.
+std::string conv_forward_path(const at::Tensor& x, const at::Tensor& weight, int64_t num_frames) {
+  TORCH_CHECK(x.is_cuda(), "tfaa_cuda: x must be a CUDA tensor, got device ", x.device());
+  const TfaaConvShape s = conv_shape(x, weight, num_frames, conv_format(x));
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  const bool aligned = (reinterpret_cast<uintptr_t>(x.data_ptr()) & 15) == 0;
+  return aligned && tfaa_conv_fwd_uses_wgmma(dtype_code(x, "x"), s, stream) ? "wgmma" : "cublas";
 }
 
 }  // namespace
@@ -299,6 +313,9 @@ TORCH_LIBRARY_IMPL(tfaa_cuda, CUDA, m) {
 // A Python module too, so the extension imports as tfaa_kernels._C (setup.py) or by name (JIT).
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "tfaa CUDA kernels; the ops live in torch.ops.tfaa_cuda";
+  m.def("conv_forward_path", &conv_forward_path, "'wgmma' or 'cublas': the temporal conv forward's "
+        "implementation for these tensors", pybind11::arg("x"), pybind11::arg("weight"),
+        pybind11::arg("num_frames"));
 #ifdef TFAA_TORCH_CUBLAS_HANDLE
   m.attr("uses_torch_cublas_handle") = true;
 #else

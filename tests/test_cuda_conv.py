@@ -1,6 +1,7 @@
-"""temporal_conv1d on the "cuda" backend (csrc/temporal_conv.cu, conv_reductions.cu) against the
-float64 reference: NCHW and channels_last, K in {1, 3, 5}, C_in != C_out, F in {1, 2, 3, 5, 16},
-fp32/bf16/fp16, with and without bias, forward and every gradient, poisoned outputs. GPU only."""
+"""temporal_conv1d on the "cuda" backend (csrc/temporal_conv.cu, conv_reductions.cu, conv_wgmma.cu)
+against the float64 reference: NCHW and channels_last, K in {1, 3, 5}, C_in != C_out, F in
+{1, 2, 3, 5, 16}, fp32/bf16/fp16, with and without bias, forward and every gradient, poisoned
+outputs; the Hopper implicit-GEMM forward (TMA + wgmma) and the cuBLAS path it replaces. GPU only."""
 import pytest
 import torch
 
@@ -125,3 +126,79 @@ def test_conv_cuda_entry_points_mixed_formats(poison):
     assert_close(dx, rdx, tol_for(torch.float32), "dx")
     assert_close(dw, rdw, tol_for(torch.float32), "dweight")
     assert torch.equal(db, torch.zeros_like(db))
+
+
+# ------------------------------------------------------------ the Hopper implicit-GEMM forward
+def _forward_path(x, weight, num_frames):
+    import tfaa_kernels.cuda as tc
+
+    return tc.build().conv_forward_path(x, weight, num_frames)
+
+
+def _wgmma_device():
+    _cuda_backend()
+    x = torch.randn(2, 8, 2, 2, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=CL)
+    w = torch.randn(8, 8, 3, device="cuda", dtype=torch.bfloat16)
+    if _forward_path(x, w, 2) != "wgmma":
+        pytest.skip("the wgmma conv kernel needs an sm_90 GPU and an sm_90a build")
+
+
+# (clips, F, C_in, C_out, H, W, K, bias)
+WGMMA_CASES = {
+    "rows_straddle_clips": (2, 5, 72, 40, 7, 9, 3, True),   # clip rows 315: tiles cross frames and clips
+    "K5_eight_channels": (3, 7, 8, 16, 5, 5, 5, True),      # one 8-channel chunk of a 64-channel stage
+    "cout_over_a_tile": (1, 3, 136, 168, 15, 20, 3, False),  # C_out = 160 + 8, C_in = 2 stages + 8
+    "F1_centre_tap_only": (2, 1, 64, 64, 8, 8, 3, True),
+    "K1": (2, 2, 24, 32, 3, 3, 1, True),
+    "sd_width_16_frames": (2, 16, 320, 320, 16, 16, 3, True),
+}
+
+
+@pytest.mark.parametrize("path", ["wgmma", "cublas"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", list(WGMMA_CASES))
+def test_conv_cuda_wgmma_against_reference(case, dtype, path, monkeypatch, poison):
+    """channels_last bf16/fp16 with channel counts multiples of 8: the forward and the input
+    gradient run as the TMA + wgmma kernel ("wgmma"), or, with TFAA_CUDA_CONV_WGMMA=0, as the cuBLAS
+    per-tap GEMMs ("cublas"); both against the float64 reference on shapes that exercise partial
+    tiles, out-of-clip taps and clip ends."""
+    _wgmma_device()
+    if path == "cublas":
+        monkeypatch.setenv("TFAA_CUDA_CONV_WGMMA", "0")
+    clips, f, c_in, c_out, h, w, kk, bias = WGMMA_CASES[case]
+    x = torch.randn(clips * f, c_in, h, w, device="cuda", dtype=dtype).contiguous(memory_format=CL)
+    weight = torch.randn(c_out, c_in, kk, device="cuda", dtype=dtype)
+    assert _forward_path(x, weight, f) == path  # the forward
+    assert _forward_path(torch.empty_like(x[:, :1]).expand(-1, c_out, -1, -1).contiguous(memory_format=CL),
+                         weight.transpose(0, 1), f) == path  # the input gradient's conv
+    run_case(clips * f, f, c_in, c_out, h, w, kk, dtype, "channels_last", with_bias=bias)
+
+
+def test_conv_cuda_wgmma_misaligned_input_falls_back(poison):
+    """x at a 2-byte offset from 16-byte alignment: TMA cannot read it, so the forward runs the
+    cuBLAS GEMMs, and is still right."""
+    _wgmma_device()
+    n, c, h, w, f = 4, 16, 3, 5, 2
+    ref_x = torch.randn(n, c, h, w, device="cuda", dtype=torch.bfloat16)
+    base = torch.empty(ref_x.numel() + 1, device="cuda", dtype=torch.bfloat16)
+    base[1:].copy_(ref_x.permute(0, 2, 3, 1).reshape(-1))
+    x = base[1:].view(n, h, w, c).permute(0, 3, 1, 2)
+    assert x.is_contiguous(memory_format=CL) and x.data_ptr() % 16 != 0
+    weight = torch.randn(24, c, 3, device="cuda", dtype=torch.bfloat16)
+    assert _forward_path(x, weight, f) == "cublas"
+    y = tk.temporal_conv1d(x, weight, None, f, backend="cuda")
+    ref = reference.temporal_conv1d(ref_x.double(), weight.double(), None, f)
+    assert_close(y, ref, TOL[torch.bfloat16], "misaligned channels_last forward")
+
+
+def test_conv_cuda_wgmma_path_rules():
+    """Only channels_last bf16/fp16 with channel counts multiples of 8 take the kernel."""
+    _wgmma_device()
+    x = torch.randn(4, 16, 4, 4, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(24, 16, 3, device="cuda", dtype=torch.bfloat16)
+    assert _forward_path(x.contiguous(memory_format=CL), w, 2) == "wgmma"
+    assert _forward_path(x, w, 2) == "cublas"  # NCHW
+    assert _forward_path(x.float().contiguous(memory_format=CL), w.float(), 2) == "cublas"  # fp32
+    assert _forward_path(x.contiguous(memory_format=CL), w[:20], 2) == "cublas"  # C_out = 20
+    x12 = x[:, :12].contiguous(memory_format=CL)
+    assert _forward_path(x12, w[:, :12], 2) == "cublas"  # C_in = 12

@@ -21,7 +21,7 @@ JIT_NAME = "tfaa_cuda_jit"
 DEFAULT_ARCHS = "80;90;90a"
 # PyTorch glue first, then the kernels (paths relative to the repository root).
 SOURCES = ("csrc/tfaa_ops.cpp", "csrc/temporal_attention.cu", "csrc/temporal_conv.cu",
-           "csrc/conv_reductions.cu")
+           "csrc/conv_reductions.cu", "csrc/conv_wgmma.cu")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CSRC = REPO_ROOT / "csrc"

@@ -1,0 +1,347 @@
+// temporal_conv1d forward in channels_last as one implicit-GEMM kernel on Hopper tensor cores
+// (TMA + wgmma, sm_90a). DESIGN.md §1b; the cuBLAS path (temporal_conv.cu) covers every other case.
+//
+// GEMM view (channels_last: a frame is (HW x C) row-major, a clip's F frames adjacent):
+//   y[b, r, o] = bias[o] + sum_{t, c} x[b, r + (t - K/2) * HW, c] * w[o, t, c]
+// for clip b, row r < F*HW of the clip (frame r / HW), o < C_out, c < C_in; rows whose source
+// frame lies outside the clip read zeros (the conv's zero padding). The reduction runs over
+// (tap, 64-channel block) stages; a tile skips the taps none of its rows uses.
+//   A: x seen by TMA as (clips, F*HW, C_in): a stage is the box of kBM rows at r0 + (t - K/2)*HW,
+//      and TMA fills rows outside [0, F*HW) of the clip with zeros, which is exactly the padding.
+//   B: the weight in OTR layout (C_out, K, C_in): a stage is the box (BN outputs, tap t, 64 chans).
+// Both boxes land K-major with the 128-byte swizzle that the wgmma descriptors name, so nothing
+// is copied, padded or rearranged in global memory.
+//
+// CTA: three warpgroups. Warpgroup 0 is the producer (one thread issues the TMA loads into a ring of
+// kStages stages, each guarded by a "full" and an "empty" mbarrier); warpgroups 1 and 2 each own
+// 128 rows (two m64 wgmma sub-tiles) of the kBM x BN tile and release a stage once the wgmma that
+// read it has retired. The accumulator goes through shared memory for coalesced 16-byte stores,
+// with the bias added.
+#include <cstdint>
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cudaTypedefs.h>
+
+#include "conv_internal.h"
+#include "wgmma_sm90.cuh"
+
+namespace tfaa {
+namespace {
+
+constexpr int kConsumers = 2;                      // consumer warpgroups
+constexpr int kThreads = 128 * (kConsumers + 1);   // + the producer warpgroup
+constexpr int kMT = 2;                             // m64 sub-tiles per consumer warpgroup
+constexpr int kBM = 64 * kMT * kConsumers;         // rows (pixels) of a CTA tile
+constexpr int kBK = 64;                            // channels of a stage: one 128-byte swizzled row
+constexpr int kSmemLimit = 227 * 1024;
+[[maybe_unused]] constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // setmaxnreg: 128*40 + 256*232 <= 64K
+
+template <int BN>
+struct TileCfg {
+  static constexpr int kABytes = kBM * kBK * 2;
+  static constexpr int kStageBytes = kABytes + BN * kBK * 2;
+  static constexpr int kStages = (kSmemLimit - 1024 - 256) / kStageBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes + 16 * kStages + 1024;  // + mbarriers, alignment
+  static_assert(kStages >= 2, "tile too large for the pipeline");
+  static_assert(kBM * (BN + 8) * 2 <= kStages * kStageBytes, "epilogue staging must fit");
+};
+
+struct ConvClArgs {
+  const void* bias;  // (C_out,) or nullptr
+  void* y;           // (clips, F*HW, C_out)
+  int clip_rows;     // F*HW
+  int hw, num_frames, taps, c_in, c_out, tiles_per_clip;
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
+
+// TMA: the box of `map` at coordinates (c0, c1, c2) into shared memory at dst; completes on bar.
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2,
+                                            uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+      ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar) : "memory");
+}
+
+// Descriptor of a K-major operand tile in shared memory with the 128-byte swizzle: rows of 128
+// bytes, 8-row groups 1024 bytes apart (stride byte offset), tile base 1024-byte aligned.
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ float bias_at(const void* bias, int o, int c_out) {
+  return bias == nullptr || o >= c_out ? 0.f : to_float(static_cast<const T*>(bias)[o]);
+}
+
+template <typename T, int BN>
+__global__ void __launch_bounds__(kThreads, 1)
+    conv_cl_wgmma_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
+                         const ConvClArgs a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = TileCfg<BN>;
+  constexpr int kStages = Cfg::kStages;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  const uint32_t smem0 = smem_addr(smem);
+  const uint32_t full0 = smem0 + kStages * Cfg::kStageBytes;  // kStages mbarriers, then the empty ones
+  const uint32_t empty0 = full0 + 8 * kStages;
+
+  const int tid = threadIdx.x, wg = tid / 128;
+  const int n_tiles = (a.c_out + BN - 1) / BN;
+  const int n0 = static_cast<int>(blockIdx.x % n_tiles) * BN;
+  const int rest = static_cast<int>(blockIdx.x / n_tiles);
+  const int clip = rest / a.tiles_per_clip;
+  const int r0 = (rest % a.tiles_per_clip) * kBM;
+  const int pad = a.taps / 2;
+  // taps some row of the tile uses: frame f reads taps [max(0, pad - f), min(K, F + pad - f))
+  const int f_first = r0 / a.hw;
+  const int f_last = ((r0 + kBM < a.clip_rows ? r0 + kBM : a.clip_rows) - 1) / a.hw;
+  const int t_lo = pad - f_last > 0 ? pad - f_last : 0;
+  const int t_hi = a.num_frames + pad - f_first < a.taps ? a.num_frames + pad - f_first : a.taps;
+  const int cblocks = (a.c_in + kBK - 1) / kBK;
+  const int nk = t_hi > t_lo ? (t_hi - t_lo) * cblocks : 0;
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, kConsumers * 4);  // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    if (tid == 0) {
+      for (int ks = 0; ks < nk; ++ks) {
+        const int slot = ks % kStages;
+        if (ks >= kStages) mbar_wait(empty0 + 8 * slot, ((ks / kStages) - 1) & 1);
+        const uint32_t full = full0 + 8 * slot;
+        mbar_expect_tx(full, Cfg::kStageBytes);
+        const int t = t_lo + ks / cblocks, c = (ks % cblocks) * kBK;
+        const uint32_t sa = smem0 + slot * Cfg::kStageBytes;
+        tma_load_3d(sa, &map_x, c, r0 + (t - pad) * a.hw, clip, full);
+        tma_load_3d(sa + Cfg::kABytes, &map_w, c, t, n0, full);
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  const int cw = wg - 1;  // consumer warpgroup: rows [cw * 64 * kMT, (cw + 1) * 64 * kMT)
+  const int wtid = tid % 128, warp = wtid / 32, lane = wtid % 32;
+  float acc[kMT][BN / 2];
+#pragma unroll
+  for (int s = 0; s < kMT; ++s)
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[s][i] = 0.f;
+
+  for (int ks = 0; ks < nk; ++ks) {
+    const int slot = ks % kStages;
+    mbar_wait(full0 + 8 * slot, (ks / kStages) & 1);
+    const uint32_t sa = smem0 + slot * Cfg::kStageBytes;
+    const uint32_t sb = sa + Cfg::kABytes;
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) {
+#pragma unroll
+      for (int s = 0; s < kMT; ++s)
+        sm90::Wgmma<T, BN>::mma(acc[s], smem_desc(sa + (cw * kMT + s) * 64 * 128 + kk * 32),
+                                smem_desc(sb + kk * 32), 1);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    // the previous stage's MMAs have retired: hand its slot back to the producer
+    if (ks > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((ks - 1) % kStages));
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  asm volatile("bar.sync 1, %0;\n" ::"n"(128 * kConsumers) : "memory");  // all MMAs done: reuse the ring
+
+  constexpr int kLd = BN + 8;  // staging row stride (elements): conflict-free fragment writes
+  T* stage = reinterpret_cast<T*>(smem);
+#pragma unroll
+  for (int i = 0; i < BN / 2; i += 2) {
+    const int col = (i / 4) * 8 + (lane % 4) * 2;
+    const float b0 = bias_at<T>(a.bias, n0 + col, a.c_out);
+    const float b1 = bias_at<T>(a.bias, n0 + col + 1, a.c_out);
+#pragma unroll
+    for (int s = 0; s < kMT; ++s) {
+      const int row = (cw * kMT + s) * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2);
+      *reinterpret_cast<uint32_t*>(stage + row * kLd + col) = pack2<T>(acc[s][i] + b0, acc[s][i + 1] + b1);
+    }
+  }
+  asm volatile("bar.sync 1, %0;\n" ::"n"(128 * kConsumers) : "memory");
+  T* __restrict__ y = static_cast<T*>(a.y) + static_cast<int64_t>(clip) * a.clip_rows * a.c_out;
+  constexpr int kChunks = BN / 8;
+  for (int idx = tid - 128; idx < kBM * kChunks; idx += 128 * kConsumers) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    if (r0 + r < a.clip_rows && n0 + c < a.c_out)
+      *reinterpret_cast<uint4*>(y + static_cast<int64_t>(r0 + r) * a.c_out + n0 + c) =
+          *reinterpret_cast<const uint4*>(stage + r * kLd + c);
+  }
+#endif
+}
+
+__global__ void sm90a_probe_kernel(int* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+
+// cuTensorMapEncodeTiled from the driver, looked up once through the runtime (no -lcuda).
+PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+#if CUDART_VERSION >= 12050
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess)
+#else
+    if (cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault, &q) != cudaSuccess)
+#endif
+      p = nullptr;
+    cudaGetLastError();
+    return q == cudaDriverEntryPointSuccess ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p) : nullptr;
+  }();
+  return fn;
+}
+
+// A rank-3 tensor map over a 16-bit tensor of dims {d0 (contiguous), d1, d2} (elements), boxes of
+// {b0, b1, b2} stored with the 128-byte swizzle, out-of-range elements read as zero.
+bool make_map(CUtensorMap* map, int dtype, const void* base, uint64_t d0, uint64_t d1, uint64_t d2,
+              uint32_t b0, uint32_t b1, uint32_t b2) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[3] = {d0, d1, d2};
+  const cuuint64_t strides[2] = {d0 * 2, d0 * d1 * 2};  // bytes, of dims 1 and 2
+  const cuuint32_t box[3] = {b0, b1, b2};
+  const cuuint32_t elem[3] = {1, 1, 1};
+  return encode(map, dtype == TFAA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3,
+                const_cast<void*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <typename T, int BN>
+cudaError_t launch(int dtype, const void* x, const void* wk, const ConvClArgs& a, int64_t clips,
+                   cudaStream_t stream) {
+  using Cfg = TileCfg<BN>;
+  CUtensorMap map_x, map_w;
+  if (!make_map(&map_x, dtype, x, a.c_in, a.clip_rows, clips, kBK, kBM, 1) ||
+      !make_map(&map_w, dtype, wk, a.c_in, a.taps, a.c_out, kBK, 1, BN))
+    return cudaErrorInvalidValue;
+  auto kernel = conv_cl_wgmma_kernel<T, BN>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  const int64_t tiles = clips * a.tiles_per_clip * ((a.c_out + BN - 1) / BN);
+  if (tiles > 0x7fffffff) return cudaErrorInvalidValue;
+  kernel<<<static_cast<unsigned>(tiles), kThreads, Cfg::kSmemBytes, stream>>>(map_x, map_w, a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+// Whether the device runs this build's sm_90a code (the fatbinary may also carry plain sm_90 code,
+// which has no wgmma): answered once per device by a probe kernel, never while `stream` is being
+// captured (then false for this call).
+bool conv_wgmma_device_ok(cudaStream_t stream) {
+  constexpr int kMaxDevices = 64;
+  static int known[kMaxDevices] = {};  // 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
+  if (known[dev] != 0) return known[dev] == 1;
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return false;
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, dev) != cudaSuccess) return false;
+  int answer = 2;
+  if (prop.major == 9 && prop.minor == 0) {
+    int* flag = nullptr;
+    int host = 0;
+    if (cudaMalloc(&flag, sizeof(int)) == cudaSuccess) {
+      sm90a_probe_kernel<<<1, 1, 0, stream>>>(flag);
+      if (cudaGetLastError() == cudaSuccess &&
+          cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream) == cudaSuccess &&
+          cudaStreamSynchronize(stream) == cudaSuccess && host == 1)
+        answer = 1;
+      cudaFree(flag);
+    }
+    cudaGetLastError();  // a failed probe means "no", not a sticky error for the next launch
+  }
+  known[dev] = answer;
+  return answer == 1;
+}
+
+bool conv_wgmma_shape_ok(int dtype, const TfaaConvShape& s) {
+  // TMA coordinates are int32: a clip's rows F*HW, shifted by up to K/2 frames, must fit
+  const int64_t clip_rows = s.num_frames * s.hw;
+  return s.channels_last && (dtype == TFAA_BF16 || dtype == TFAA_F16) && s.c_in % 8 == 0 &&
+         s.c_out % 8 == 0 && s.c_in > 0 && s.c_in < (1 << 24) && s.c_out < (1 << 24) && s.hw > 0 &&
+         s.num_frames >= 1 && s.taps < 256 && clip_rows + s.taps * s.hw < 0x7fffffff &&
+         s.batch_frames / s.num_frames < 0x7fffffff;
+}
+
+bool conv_wgmma_pointers_ok(const void* x, const void* wk, const void* bias, const void* y) {
+  auto aligned = [](const void* p, uintptr_t n) { return (reinterpret_cast<uintptr_t>(p) & (n - 1)) == 0; };
+  return aligned(x, 16) && aligned(wk, 16) && aligned(y, 16) && (bias == nullptr || aligned(bias, 2));
+}
+
+cudaError_t conv_cl_wgmma_fwd(int dtype, const void* x, const void* wk, const void* bias, void* y,
+                              const TfaaConvShape& s, cudaStream_t stream) {
+  ConvClArgs a;
+  a.bias = bias;
+  a.y = y;
+  a.clip_rows = static_cast<int>(s.num_frames * s.hw);
+  a.hw = static_cast<int>(s.hw);
+  a.num_frames = static_cast<int>(s.num_frames);
+  a.taps = static_cast<int>(s.taps);
+  a.c_in = static_cast<int>(s.c_in);
+  a.c_out = static_cast<int>(s.c_out);
+  a.tiles_per_clip = (a.clip_rows + kBM - 1) / kBM;
+  const int64_t clips = s.batch_frames / s.num_frames;
+  if (clips == 0 || a.c_out == 0) return cudaSuccess;
+  return dtype == TFAA_BF16 ? launch<__nv_bfloat16, 160>(dtype, x, wk, a, clips, stream)
+                            : launch<__half, 160>(dtype, x, wk, a, clips, stream);
+}
+
+}  // namespace tfaa
