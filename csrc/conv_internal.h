@@ -14,10 +14,10 @@ cudaError_t conv_bias_fill(int dtype, const void* bias, void* y, const TfaaConvS
                            cudaStream_t stream);
 
 // dweight[co, ci, t] (C_out, C_in, K contiguous, dtype) = sum_{j < slots(t)} ws[t][j][co][ci],
-// ws fp32 laid out (K, max_slots, C_out, C_in); slots(t) = dweight_slots(s, t, max_slots).
-
+// ws fp32 laid out (K, max_slots, C_out, C_in); slots(t) = fixed_slots when > 0, else
+// dweight_slots(s, t, max_slots) (the cuBLAS path's).
 cudaError_t conv_dweight_reduce(int dtype, const float* ws, void* dweight, int64_t max_slots,
-                                const TfaaConvShape& s, cudaStream_t stream);
+                                const TfaaConvShape& s, cudaStream_t stream, int64_t fixed_slots = 0);
 
 // The channels_last forward as one implicit-GEMM kernel on Hopper tensor cores (conv_wgmma.cu),
 // taken when all three hold: conv_wgmma_shape_ok (channels_last, bf16/fp16, channel counts
@@ -29,6 +29,15 @@ bool conv_wgmma_pointers_ok(const void* x, const void* wk, const void* bias, con
 bool conv_wgmma_device_ok(cudaStream_t stream);
 cudaError_t conv_cl_wgmma_fwd(int dtype, const void* x, const void* wk, const void* bias, void* y,
                               const TfaaConvShape& s, cudaStream_t stream);
+
+// The NCHW weight gradient on the same mainloop: fp32 partials ws[t][j] (layout of
+// conv_dweight_reduce) for j < splits, each the sum over its share of tap t's (clip, frame) items;
+// conv_wgmma_dweight_splits picks splits <= max_slots to fill one wave. Shape rule: NCHW,
+// bf16/fp16, HW % 8 == 0 (TMA row strides); dy and x 16-byte aligned; device as above.
+bool conv_wgmma_dweight_shape_ok(int dtype, const TfaaConvShape& s);
+int64_t conv_wgmma_dweight_splits(const TfaaConvShape& s, int64_t max_slots);
+cudaError_t conv_nchw_wgmma_dweight(int dtype, const void* dy, const void* x, float* ws, int64_t max_slots,
+                                    int64_t splits, const TfaaConvShape& s, cudaStream_t stream);
 
 // Output frames [first, end) of a clip that tap t reads from (frame f reads f + t - K/2).
 __host__ __device__ inline void tap_frames(const TfaaConvShape& s, int64_t t, int64_t& first, int64_t& end) {

@@ -75,18 +75,19 @@ cudaError_t bias_fill_typed(const void* bias, void* y, const TfaaConvShape& s, c
 }
 
 // ------------------------------------------------------------------ dweight partial sums
-// dweight[(co*C_in + ci)*K + t] = sum_{j < dweight_slots(t)} ws[((t*max_slots + j)*C_out + co)*C_in + ci]
+// dweight[(co*C_in + ci)*K + t] = sum_{j < slots(t)} ws[((t*max_slots + j)*C_out + co)*C_in + ci],
+// slots(t) = fixed_slots if > 0 else dweight_slots(t)
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 dweight_reduce_kernel(const float* __restrict__ ws, T* __restrict__ dw, int64_t max_slots,
-                      TfaaConvShape s) {
+                      TfaaConvShape s, int64_t fixed_slots) {
   const int64_t cc = s.c_out * s.c_in;
   const int64_t total = cc * s.taps;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t t = i % s.taps;
     const int64_t e = i / s.taps;  // co*C_in + ci
-    const int64_t slots = dweight_slots(s, t, max_slots);
+    const int64_t slots = fixed_slots > 0 ? fixed_slots : dweight_slots(s, t, max_slots);
     float acc = 0.f;
     for (int64_t j = 0; j < slots; ++j) acc += ws[(t * max_slots + j) * cc + e];
     dw[i] = from_f<T>(acc);
@@ -283,22 +284,22 @@ cudaError_t conv_bias_fill(int dtype, const void* bias, void* y, const TfaaConvS
 }
 
 cudaError_t conv_dweight_reduce(int dtype, const float* ws, void* dweight, int64_t max_slots,
-                                const TfaaConvShape& s, cudaStream_t stream) {
+                                const TfaaConvShape& s, cudaStream_t stream, int64_t fixed_slots) {
   const int64_t total = s.c_out * s.c_in * s.taps;
   if (total == 0) return cudaSuccess;
   const unsigned grid = grid_for(total, kThreads);
   switch (dtype) {
     case TFAA_F32:
       dweight_reduce_kernel<float><<<grid, kThreads, 0, stream>>>(
-          ws, static_cast<float*>(dweight), max_slots, s);
+          ws, static_cast<float*>(dweight), max_slots, s, fixed_slots);
       break;
     case TFAA_F16:
       dweight_reduce_kernel<__half><<<grid, kThreads, 0, stream>>>(
-          ws, static_cast<__half*>(dweight), max_slots, s);
+          ws, static_cast<__half*>(dweight), max_slots, s, fixed_slots);
       break;
     case TFAA_BF16:
       dweight_reduce_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
-          ws, static_cast<__nv_bfloat16*>(dweight), max_slots, s);
+          ws, static_cast<__nv_bfloat16*>(dweight), max_slots, s, fixed_slots);
       break;
     default:
       return cudaErrorInvalidValue;

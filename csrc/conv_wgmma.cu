@@ -1,7 +1,9 @@
-// temporal_conv1d forward in channels_last as one implicit-GEMM kernel on Hopper tensor cores
-// (TMA + wgmma, sm_90a). DESIGN.md §1b; the cuBLAS path (temporal_conv.cu) covers every other case.
+// temporal_conv1d GEMMs as TMA + wgmma implicit-GEMM kernels on Hopper tensor cores (sm_90a):
+// the channels_last forward (and the input gradient, which is a forward of the transposed conv) and
+// the NCHW weight gradient. DESIGN.md §1b; the cuBLAS path (temporal_conv.cu) covers every other
+// case. Nothing of x, y, dy is copied, padded or rearranged: TMA reads boxes of them in place.
 //
-// GEMM view (channels_last: a frame is (HW x C) row-major, a clip's F frames adjacent):
+// Forward, channels_last (ConvFwdTile): a frame is (HW x C) row-major, a clip's F frames adjacent:
 //   y[b, r, o] = bias[o] + sum_{t, c} x[b, r + (t - K/2) * HW, c] * w[o, t, c]
 // for clip b, row r < F*HW of the clip (frame r / HW), o < C_out, c < C_in; rows whose source
 // frame lies outside the clip read zeros (the conv's zero padding). The reduction runs over
@@ -9,14 +11,14 @@
 //   A: x seen by TMA as (clips, F*HW, C_in): a stage is the box of kBM rows at r0 + (t - K/2)*HW,
 //      and TMA fills rows outside [0, F*HW) of the clip with zeros, which is exactly the padding.
 //   B: the weight in OTR layout (C_out, K, C_in): a stage is the box (BN outputs, tap t, 64 chans).
-// Both boxes land K-major with the 128-byte swizzle that the wgmma descriptors name, so nothing
-// is copied, padded or rearranged in global memory.
+// Weight gradient, NCHW (DweightNchwTile): frames are (C x HW) pixel-contiguous blocks, so dy and
+// x frames are both K-major operands of a GEMM reducing over pixels; see the policy.
 //
-// CTA: three warpgroups. Warpgroup 0 is the producer (one thread issues the TMA loads into a ring of
-// kStages stages, each guarded by a "full" and an "empty" mbarrier); warpgroups 1 and 2 each own
-// 128 rows (two m64 wgmma sub-tiles) of the kBM x BN tile and release a stage once the wgmma that
-// read it has retired. The accumulator goes through shared memory for coalesced 16-byte stores,
-// with the bias added.
+// Mainloop (wgmma_gemm_kernel): three warpgroups. Warpgroup 0 is the producer (one thread issues
+// the TMA loads into a ring of kStages stages, each guarded by a "full" and an "empty" mbarrier);
+// warpgroups 1 and 2 each own 128 rows (two m64 wgmma sub-tiles) of the kBM x BN tile and release a
+// stage once the wgmma that read it has retired. Both operands land K-major with the 128-byte
+// swizzle that the wgmma descriptors name. The policy's store() writes the fp32 accumulator.
 #include <cstdint>
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -33,7 +35,7 @@ namespace {
 constexpr int kConsumers = 2;                      // consumer warpgroups
 constexpr int kThreads = 128 * (kConsumers + 1);   // + the producer warpgroup
 constexpr int kMT = 2;                             // m64 sub-tiles per consumer warpgroup
-constexpr int kBM = 64 * kMT * kConsumers;         // rows (pixels) of a CTA tile
+constexpr int kBM = 64 * kMT * kConsumers;         // rows of a CTA tile (A's rows)
 constexpr int kBK = 64;                            // channels of a stage: one 128-byte swizzled row
 constexpr int kSmemLimit = 227 * 1024;
 [[maybe_unused]] constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // setmaxnreg: 128*40 + 256*232 <= 64K
@@ -46,13 +48,6 @@ struct TileCfg {
   static constexpr int kSmemBytes = kStages * kStageBytes + 16 * kStages + 1024;  // + mbarriers, alignment
   static_assert(kStages >= 2, "tile too large for the pipeline");
   static_assert(kBM * (BN + 8) * 2 <= kStages * kStageBytes, "epilogue staging must fit");
-};
-
-struct ConvClArgs {
-  const void* bias;  // (C_out,) or nullptr
-  void* y;           // (clips, F*HW, C_out)
-  int clip_rows;     // F*HW
-  int hw, num_frames, taps, c_in, c_out, tiles_per_clip;
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -111,10 +106,149 @@ __device__ __forceinline__ float bias_at(const void* bias, int o, int c_out) {
   return bias == nullptr || o >= c_out ? 0.f : to_float(static_cast<const T*>(bias)[o]);
 }
 
-template <typename T, int BN>
+// ---------------------------------------------------------------- the two GEMMs (tile policies)
+// A policy decodes its CTA's tile from blockIdx.x, says how many stages its reduction has (nk),
+// issues the two TMA boxes of stage ks, and stores the fp32 accumulator tile.
+
+// Forward, channels_last: A = x rows of a clip (map over (clips, F*HW, C_in)), B = OTR weight (map
+// over (C_out, K, C_in)), out = y (clips, F*HW, C_out) in T, plus the bias.
+struct ConvFwdTile {
+  struct Args {
+    const void* bias;  // (C_out,) or nullptr
+    void* y;
+    int clip_rows;     // F*HW
+    int hw, num_frames, taps, c_in, c_out, tiles_per_clip;
+  };
+  static constexpr int kBN = 160;
+
+  int n0, clip, r0, t_lo, cblocks, nk, pad;
+
+  __device__ ConvFwdTile(const Args& a, int block) {
+    const int n_tiles = (a.c_out + kBN - 1) / kBN;
+    n0 = (block % n_tiles) * kBN;
+    const int rest = block / n_tiles;
+    clip = rest / a.tiles_per_clip;
+    r0 = (rest % a.tiles_per_clip) * kBM;
+    pad = a.taps / 2;
+    // taps some row of the tile uses: frame f reads taps [max(0, pad - f), min(K, F + pad - f))
+    const int f_first = r0 / a.hw;
+    const int f_last = ((r0 + kBM < a.clip_rows ? r0 + kBM : a.clip_rows) - 1) / a.hw;
+    t_lo = pad - f_last > 0 ? pad - f_last : 0;
+    const int t_hi = a.num_frames + pad - f_first < a.taps ? a.num_frames + pad - f_first : a.taps;
+    cblocks = (a.c_in + kBK - 1) / kBK;
+    nk = t_hi > t_lo ? (t_hi - t_lo) * cblocks : 0;
+  }
+
+  __device__ void load(const Args& a, int ks, uint32_t sa, uint32_t sb, uint32_t bar,
+                       const CUtensorMap* map_a, const CUtensorMap* map_b) const {
+    const int t = t_lo + ks / cblocks, c = (ks % cblocks) * kBK;
+    tma_load_3d(sa, map_a, c, r0 + (t - pad) * a.hw, clip, bar);  // rows outside the clip: zeros
+    tma_load_3d(sb, map_b, c, t, n0, bar);
+  }
+
+  // Through shared memory (the pipeline's, free once every MMA retired): fragments + bias -> T,
+  // then 16-byte row-contiguous stores.
+  template <typename T, int BN>
+  __device__ void store(const Args& a, float (&acc)[kMT][BN / 2], unsigned char* smem, int cw, int ctid) const {
+    constexpr int kLd = BN + 8;  // staging row stride (elements): conflict-free fragment writes
+    const int warp = (ctid % 128) / 32, lane = ctid % 32;
+    asm volatile("bar.sync 1, %0;\n" ::"n"(128 * kConsumers) : "memory");
+    T* stage = reinterpret_cast<T*>(smem);
+#pragma unroll
+    for (int i = 0; i < BN / 2; i += 2) {
+      const int col = (i / 4) * 8 + (lane % 4) * 2;
+      const float b0 = bias_at<T>(a.bias, n0 + col, a.c_out);
+      const float b1 = bias_at<T>(a.bias, n0 + col + 1, a.c_out);
+#pragma unroll
+      for (int s = 0; s < kMT; ++s) {
+        const int row = (cw * kMT + s) * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2);
+        *reinterpret_cast<uint32_t*>(stage + row * kLd + col) = pack2<T>(acc[s][i] + b0, acc[s][i + 1] + b1);
+      }
+    }
+    asm volatile("bar.sync 1, %0;\n" ::"n"(128 * kConsumers) : "memory");
+    T* __restrict__ y = static_cast<T*>(a.y) + static_cast<int64_t>(clip) * a.clip_rows * a.c_out;
+    constexpr int kChunks = BN / 8;
+    for (int idx = ctid; idx < kBM * kChunks; idx += 128 * kConsumers) {
+      const int r = idx / kChunks, c = (idx % kChunks) * 8;
+      if (r0 + r < a.clip_rows && n0 + c < a.c_out)
+        *reinterpret_cast<uint4*>(y + static_cast<int64_t>(r0 + r) * a.c_out + n0 + c) =
+            *reinterpret_cast<const uint4*>(stage + r * kLd + c);
+    }
+  }
+};
+
+// Weight gradient, NCHW: dW_t[co, ci] = sum over (clip, output frame f using tap t, pixel p) of
+// dy[n, co, p] * x[n + t - K/2, ci, p], n = clip*F + f. A = dy frames (map over (N, C_out, HW)),
+// B = x frames (map over (N, C_in, HW)): both pixel-contiguous, i.e. K-major, read in place. A CTA
+// owns (tap, split, C_out tile, C_in tile) and reduces the split's share of the tap's (clip, frame)
+// items, a stage being 64 pixels of one item; it stores fp32 partials ws[t][split] (C_out, C_in),
+// which conv_dweight_reduce sums in a fixed order.
+struct DweightNchwTile {
+  struct Args {
+    float* ws;  // (K, max_slots, C_out, C_in)
+    int64_t max_slots;
+    int num_frames, hw, taps, c_in, c_out, clips, splits;
+  };
+  static constexpr int kBN = 160;
+
+  int m0, n0, tap, split, fa, nf, item0, pblocks, nk;
+
+  __device__ DweightNchwTile(const Args& a, int block) {
+    const int n_tiles = (a.c_in + kBN - 1) / kBN, m_tiles = (a.c_out + kBM - 1) / kBM;
+    n0 = (block % n_tiles) * kBN;
+    int rest = block / n_tiles;
+    m0 = (rest % m_tiles) * kBM;
+    rest /= m_tiles;
+    tap = rest % a.taps;
+    split = rest / a.taps;
+    const int pad = a.taps / 2;  // output frames [fa, fa + nf) of a clip read tap `tap`
+    fa = pad - tap > 0 ? pad - tap : 0;
+    const int fb = a.num_frames + pad - tap < a.num_frames ? a.num_frames + pad - tap : a.num_frames;
+    nf = fb > fa ? fb - fa : 0;
+    const int64_t items = static_cast<int64_t>(a.clips) * nf;
+    item0 = static_cast<int>(items * split / a.splits);
+    const int item1 = static_cast<int>(items * (split + 1) / a.splits);
+    pblocks = (a.hw + kBK - 1) / kBK;
+    nk = (item1 - item0) * pblocks;
+  }
+
+  __device__ void load(const Args& a, int ks, uint32_t sa, uint32_t sb, uint32_t bar,
+                       const CUtensorMap* map_a, const CUtensorMap* map_b) const {
+    const int item = item0 + ks / pblocks, p = (ks % pblocks) * kBK;
+    const int n = (item / nf) * a.num_frames + fa + item % nf;
+    tma_load_3d(sa, map_a, p, m0, n, bar);  // pixels past HW, channels past C: zeros
+    tma_load_3d(sb, map_b, p, n0, n + tap - a.taps / 2, bar);
+  }
+
+  template <typename T, int BN>
+  __device__ void store(const Args& a, float (&acc)[kMT][BN / 2], unsigned char*, int cw, int ctid) const {
+    const int warp = (ctid % 128) / 32, lane = ctid % 32;
+    float* ws = a.ws + (static_cast<int64_t>(tap) * a.max_slots + split) * a.c_out * a.c_in;
+#pragma unroll
+    for (int i = 0; i < BN / 2; i += 2) {
+      const int ci = n0 + (i / 4) * 8 + (lane % 4) * 2;
+#pragma unroll
+      for (int s = 0; s < kMT; ++s) {
+        const int co = m0 + (cw * kMT + s) * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2);
+        if (co < a.c_out && ci < a.c_in) {
+          float* dst = ws + static_cast<int64_t>(co) * a.c_in + ci;
+          if (ci + 1 < a.c_in && (a.c_in % 2) == 0) {
+            *reinterpret_cast<float2*>(dst) = make_float2(acc[s][i], acc[s][i + 1]);
+          } else {
+            dst[0] = acc[s][i];
+            if (ci + 1 < a.c_in) dst[1] = acc[s][i + 1];
+          }
+        }
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- the TMA + wgmma mainloop
+template <typename T, int BN, class Tile>
 __global__ void __launch_bounds__(kThreads, 1)
-    conv_cl_wgmma_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
-                         const ConvClArgs a) {
+    wgmma_gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                      const typename Tile::Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = TileCfg<BN>;
   constexpr int kStages = Cfg::kStages;
@@ -124,21 +258,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t smem0 = smem_addr(smem);
   const uint32_t full0 = smem0 + kStages * Cfg::kStageBytes;  // kStages mbarriers, then the empty ones
   const uint32_t empty0 = full0 + 8 * kStages;
-
   const int tid = threadIdx.x, wg = tid / 128;
-  const int n_tiles = (a.c_out + BN - 1) / BN;
-  const int n0 = static_cast<int>(blockIdx.x % n_tiles) * BN;
-  const int rest = static_cast<int>(blockIdx.x / n_tiles);
-  const int clip = rest / a.tiles_per_clip;
-  const int r0 = (rest % a.tiles_per_clip) * kBM;
-  const int pad = a.taps / 2;
-  // taps some row of the tile uses: frame f reads taps [max(0, pad - f), min(K, F + pad - f))
-  const int f_first = r0 / a.hw;
-  const int f_last = ((r0 + kBM < a.clip_rows ? r0 + kBM : a.clip_rows) - 1) / a.hw;
-  const int t_lo = pad - f_last > 0 ? pad - f_last : 0;
-  const int t_hi = a.num_frames + pad - f_first < a.taps ? a.num_frames + pad - f_first : a.taps;
-  const int cblocks = (a.c_in + kBK - 1) / kBK;
-  const int nk = t_hi > t_lo ? (t_hi - t_lo) * cblocks : 0;
+  const Tile tile(a, static_cast<int>(blockIdx.x));
+  const int nk = tile.nk;
 
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -157,10 +279,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (ks >= kStages) mbar_wait(empty0 + 8 * slot, ((ks / kStages) - 1) & 1);
         const uint32_t full = full0 + 8 * slot;
         mbar_expect_tx(full, Cfg::kStageBytes);
-        const int t = t_lo + ks / cblocks, c = (ks % cblocks) * kBK;
         const uint32_t sa = smem0 + slot * Cfg::kStageBytes;
-        tma_load_3d(sa, &map_x, c, r0 + (t - pad) * a.hw, clip, full);
-        tma_load_3d(sa + Cfg::kABytes, &map_w, c, t, n0, full);
+        tile.load(a, ks, sa, sa + Cfg::kABytes, full, &map_a, &map_b);
       }
     }
     return;
@@ -168,7 +288,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
   const int cw = wg - 1;  // consumer warpgroup: rows [cw * 64 * kMT, (cw + 1) * 64 * kMT)
-  const int wtid = tid % 128, warp = wtid / 32, lane = wtid % 32;
+  const int lane = tid % 32;
   float acc[kMT][BN / 2];
 #pragma unroll
   for (int s = 0; s < kMT; ++s)
@@ -194,30 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (ks > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((ks - 1) % kStages));
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-  asm volatile("bar.sync 1, %0;\n" ::"n"(128 * kConsumers) : "memory");  // all MMAs done: reuse the ring
-
-  constexpr int kLd = BN + 8;  // staging row stride (elements): conflict-free fragment writes
-  T* stage = reinterpret_cast<T*>(smem);
-#pragma unroll
-  for (int i = 0; i < BN / 2; i += 2) {
-    const int col = (i / 4) * 8 + (lane % 4) * 2;
-    const float b0 = bias_at<T>(a.bias, n0 + col, a.c_out);
-    const float b1 = bias_at<T>(a.bias, n0 + col + 1, a.c_out);
-#pragma unroll
-    for (int s = 0; s < kMT; ++s) {
-      const int row = (cw * kMT + s) * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2);
-      *reinterpret_cast<uint32_t*>(stage + row * kLd + col) = pack2<T>(acc[s][i] + b0, acc[s][i + 1] + b1);
-    }
-  }
-  asm volatile("bar.sync 1, %0;\n" ::"n"(128 * kConsumers) : "memory");
-  T* __restrict__ y = static_cast<T*>(a.y) + static_cast<int64_t>(clip) * a.clip_rows * a.c_out;
-  constexpr int kChunks = BN / 8;
-  for (int idx = tid - 128; idx < kBM * kChunks; idx += 128 * kConsumers) {
-    const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    if (r0 + r < a.clip_rows && n0 + c < a.c_out)
-      *reinterpret_cast<uint4*>(y + static_cast<int64_t>(r0 + r) * a.c_out + n0 + c) =
-          *reinterpret_cast<const uint4*>(stage + r * kLd + c);
-  }
+  tile.template store<T, BN>(a, acc, smem, cw, tid - 128);
 #endif
 }
 
@@ -262,21 +359,25 @@ bool make_map(CUtensorMap* map, int dtype, const void* base, uint64_t d0, uint64
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <typename T, int BN>
-cudaError_t launch(int dtype, const void* x, const void* wk, const ConvClArgs& a, int64_t clips,
-                   cudaStream_t stream) {
-  using Cfg = TileCfg<BN>;
-  CUtensorMap map_x, map_w;
-  if (!make_map(&map_x, dtype, x, a.c_in, a.clip_rows, clips, kBK, kBM, 1) ||
-      !make_map(&map_w, dtype, wk, a.c_in, a.taps, a.c_out, kBK, 1, BN))
-    return cudaErrorInvalidValue;
-  auto kernel = conv_cl_wgmma_kernel<T, BN>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+template <typename T, class Tile>
+cudaError_t launch(const CUtensorMap& map_a, const CUtensorMap& map_b, const typename Tile::Args& a,
+                   int64_t ctas, cudaStream_t stream) {
+  constexpr int BN = Tile::kBN;
+  auto kernel = wgmma_gemm_kernel<T, BN, Tile>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TileCfg<BN>::kSmemBytes);
   if (e != cudaSuccess) return e;
-  const int64_t tiles = clips * a.tiles_per_clip * ((a.c_out + BN - 1) / BN);
-  if (tiles > 0x7fffffff) return cudaErrorInvalidValue;
-  kernel<<<static_cast<unsigned>(tiles), kThreads, Cfg::kSmemBytes, stream>>>(map_x, map_w, a);
+  if (ctas > 0x7fffffff) return cudaErrorInvalidValue;
+  if (ctas == 0) return cudaSuccess;
+  kernel<<<static_cast<unsigned>(ctas), kThreads, TileCfg<BN>::kSmemBytes, stream>>>(map_a, map_b, a);
   return cudaGetLastError();
+}
+
+int num_sms() {
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    n = 132;
+  cudaGetLastError();
+  return n > 0 ? n : 132;
 }
 
 }  // namespace
@@ -328,7 +429,8 @@ bool conv_wgmma_pointers_ok(const void* x, const void* wk, const void* bias, con
 
 cudaError_t conv_cl_wgmma_fwd(int dtype, const void* x, const void* wk, const void* bias, void* y,
                               const TfaaConvShape& s, cudaStream_t stream) {
-  ConvClArgs a;
+  using Tile = ConvFwdTile;
+  Tile::Args a;
   a.bias = bias;
   a.y = y;
   a.clip_rows = static_cast<int>(s.num_frames * s.hw);
@@ -340,8 +442,51 @@ cudaError_t conv_cl_wgmma_fwd(int dtype, const void* x, const void* wk, const vo
   a.tiles_per_clip = (a.clip_rows + kBM - 1) / kBM;
   const int64_t clips = s.batch_frames / s.num_frames;
   if (clips == 0 || a.c_out == 0) return cudaSuccess;
-  return dtype == TFAA_BF16 ? launch<__nv_bfloat16, 160>(dtype, x, wk, a, clips, stream)
-                            : launch<__half, 160>(dtype, x, wk, a, clips, stream);
+  CUtensorMap map_x, map_w;
+  if (!make_map(&map_x, dtype, x, a.c_in, a.clip_rows, clips, kBK, kBM, 1) ||
+      !make_map(&map_w, dtype, wk, a.c_in, a.taps, a.c_out, kBK, 1, Tile::kBN))
+    return cudaErrorInvalidValue;
+  const int64_t ctas = clips * a.tiles_per_clip * ((a.c_out + Tile::kBN - 1) / Tile::kBN);
+  return dtype == TFAA_BF16 ? launch<__nv_bfloat16, Tile>(map_x, map_w, a, ctas, stream)
+                            : launch<__half, Tile>(map_x, map_w, a, ctas, stream);
+}
+
+bool conv_wgmma_dweight_shape_ok(int dtype, const TfaaConvShape& s) {
+  // TMA: pixel rows 16-byte strided (HW % 8), int32 coordinates
+  return !s.channels_last && (dtype == TFAA_BF16 || dtype == TFAA_F16) && s.hw % 8 == 0 && s.hw > 0 &&
+         s.hw < (1 << 30) && s.c_in > 0 && s.c_out > 0 && s.c_in < (1 << 24) && s.c_out < (1 << 24) &&
+         s.num_frames >= 1 && s.taps < 256 && s.batch_frames < 0x7fffffff;
+}
+
+int64_t conv_wgmma_dweight_splits(const TfaaConvShape& s, int64_t max_slots) {
+  const int64_t ctas = ((s.c_out + kBM - 1) / kBM) * ((s.c_in + DweightNchwTile::kBN - 1) / DweightNchwTile::kBN) * s.taps;
+  const int64_t clips = s.batch_frames / s.num_frames;
+  int64_t splits = num_sms() / (ctas > 0 ? ctas : 1);  // fill one wave
+  if (splits > clips * s.num_frames) splits = clips * s.num_frames;
+  if (splits > max_slots) splits = max_slots;
+  return splits < 1 ? 1 : splits;
+}
+
+cudaError_t conv_nchw_wgmma_dweight(int dtype, const void* dy, const void* x, float* ws, int64_t max_slots,
+                                    int64_t splits, const TfaaConvShape& s, cudaStream_t stream) {
+  using Tile = DweightNchwTile;
+  Tile::Args a;
+  a.ws = ws;
+  a.max_slots = max_slots;
+  a.num_frames = static_cast<int>(s.num_frames);
+  a.hw = static_cast<int>(s.hw);
+  a.taps = static_cast<int>(s.taps);
+  a.c_in = static_cast<int>(s.c_in);
+  a.c_out = static_cast<int>(s.c_out);
+  a.clips = static_cast<int>(s.batch_frames / s.num_frames);
+  a.splits = static_cast<int>(splits);
+  CUtensorMap map_dy, map_x;
+  if (!make_map(&map_dy, dtype, dy, s.hw, s.c_out, s.batch_frames, kBK, kBM, 1) ||
+      !make_map(&map_x, dtype, x, s.hw, s.c_in, s.batch_frames, kBK, Tile::kBN, 1))
+    return cudaErrorInvalidValue;
+  const int64_t ctas = ((s.c_out + kBM - 1) / kBM) * ((s.c_in + Tile::kBN - 1) / Tile::kBN) * s.taps * splits;
+  return dtype == TFAA_BF16 ? launch<__nv_bfloat16, Tile>(map_dy, map_x, a, ctas, stream)
+                            : launch<__half, Tile>(map_dy, map_x, a, ctas, stream);
 }
 
 }  // namespace tfaa

@@ -20,7 +20,9 @@
 // are adjacent, so each (clip, tap) is one GEMM over nf*HW pixels (folds_frames).
 // Bias: y is pre-filled with the bias and every GEMM accumulates (beta = 1).
 //
-// Weight gradient: dW_t = sum over clips, frames f, pixels of dy_f x_{f+t-p}^T. The items (clip,
+// Weight gradient, NCHW bf16/fp16 on Hopper: conv_wgmma.cu's kernel (tfaa_conv_dweight_uses_wgmma)
+// writes per-split fp32 partials, then the same deterministic reduction. Otherwise (cuBLAS):
+// dW_t = sum over clips, frames f, pixels of dy_f x_{f+t-p}^T. The items (clip,
 // frame) of tap t are spread over `slots` fp32 partial matrices along the longer item axis (frames
 // of a clip, or clips), one strided-batched GEMM per chunk of that axis, beta = 1 after the first
 // chunk; a deterministic kernel then sums the slots into dweight (C_out, C_in, K). In channels_last
@@ -181,6 +183,12 @@ int64_t dweight_max_slots(const TfaaConvShape& s) {
   return slots;
 }
 
+// TFAA_CUDA_CONV_WGMMA=0 keeps every conv GEMM on cuBLAS (read at each call, so tests can flip it).
+bool wgmma_enabled() {
+  const char* env = std::getenv("TFAA_CUDA_CONV_WGMMA");
+  return !(env != nullptr && env[0] == '0' && env[1] == '\0');
+}
+
 bool valid_shape(const TfaaConvShape& s) {
   return s.num_frames >= 1 && s.batch_frames % s.num_frames == 0 && s.taps >= 1 &&
          s.taps % 2 == 1 && s.c_in >= 0 && s.c_out >= 0 && s.hw >= 0;
@@ -223,10 +231,12 @@ TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wk, in
 }
 
 bool tfaa_conv_fwd_uses_wgmma(int dtype, TfaaConvShape s, cudaStream_t stream) {
-  if (!valid_shape(s) || !conv_wgmma_shape_ok(dtype, s)) return false;
-  const char* env = std::getenv("TFAA_CUDA_CONV_WGMMA");
-  if (env != nullptr && env[0] == '0' && env[1] == '\0') return false;
-  return conv_wgmma_device_ok(stream);
+  return valid_shape(s) && conv_wgmma_shape_ok(dtype, s) && wgmma_enabled() && conv_wgmma_device_ok(stream);
+}
+
+bool tfaa_conv_dweight_uses_wgmma(int dtype, TfaaConvShape s, cudaStream_t stream) {
+  return valid_shape(s) && conv_wgmma_dweight_shape_ok(dtype, s) && wgmma_enabled() &&
+         conv_wgmma_device_ok(stream);
 }
 
 int64_t tfaa_conv_dweight_workspace_floats(TfaaConvShape s) {
@@ -255,6 +265,12 @@ TfaaStatus tfaa_temporal_conv1d_dweight(int dtype, const void* dy, const void* x
   if (s.hw == 0 || s.batch_frames == 0) {  // empty reduction: dweight = 0
     const cudaError_t e = cudaMemsetAsync(dweight, 0, s.taps * cc * es, stream);
     return TfaaStatus{e, 0, e == cudaSuccess ? nullptr : "temporal_conv1d zero dweight"};
+  }
+  if (conv_wgmma_pointers_ok(dy, x, nullptr, dy) && tfaa_conv_dweight_uses_wgmma(dtype, s, stream)) {
+    const int64_t splits = conv_wgmma_dweight_splits(s, max_slots);
+    cudaError_t e = conv_nchw_wgmma_dweight(dtype, dy, x, workspace, max_slots, splits, s, stream);
+    if (e == cudaSuccess) e = conv_dweight_reduce(dtype, workspace, dweight, max_slots, s, stream, splits);
+    return TfaaStatus{e, 0, e == cudaSuccess ? nullptr : "temporal_conv1d weight gradient (wgmma kernel)"};
   }
   {
     for (int64_t tap = 0; tap < K; ++tap) {

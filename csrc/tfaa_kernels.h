@@ -92,6 +92,11 @@ TfaaStatus tfaa_temporal_conv1d_fwd(int dtype, const void* x, const void* wk, in
                                     const void* bias, void* y, TfaaConvShape s, void* cublas_handle,
                                     cudaStream_t stream);
 
+// Whether tfaa_temporal_conv1d_dweight runs this call (given 16-byte aligned dy and x) as the
+// Hopper TMA + wgmma kernel rather than cuBLAS GEMMs: NCHW bf16/fp16 with HW % 8 == 0, same device
+// and TFAA_CUDA_CONV_WGMMA rules as the forward.
+bool tfaa_conv_dweight_uses_wgmma(int dtype, TfaaConvShape s, cudaStream_t stream);
+
 // dweight (C_out, C_in, K) contiguous = sum over clips/frames/pixels of dy_f x_{f+t-K/2}^T.
 // workspace: fp32, tfaa_conv_dweight_workspace_floats(s) elements.
 int64_t tfaa_conv_dweight_workspace_floats(TfaaConvShape s);

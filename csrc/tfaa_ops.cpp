@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <optional>
+#include <map>
 #include <string>
 
 // PyTorch's cuBLAS handle (its workspace, stream and math mode) when the headers that
@@ -278,15 +279,24 @@ void temporal_conv1d_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Te
   }
 }
 
-// Which implementation tfaa_cuda::temporal_conv1d_fwd runs for x (aligned as given) and weight:
-// "wgmma" (the Hopper implicit-GEMM kernel) or "cublas". For tests and benchmarks.
-std::string conv_forward_path(const at::Tensor& x, const at::Tensor& weight, int64_t num_frames) {
+// Which implementation each GEMM of a conv call on x (aligned as given) and weight runs: "wgmma"
+// (the Hopper TMA + wgmma kernels) or "cublas", for the forward, the input gradient and the weight
+// gradient (dy assumed laid out and aligned like x). For tests and benchmarks.
+std::map<std::string, std::string> conv_paths(const at::Tensor& x, const at::Tensor& weight,
+                                              int64_t num_frames) {
   TORCH_CHECK(x.is_cuda(), "tfaa_cuda: x must be a CUDA tensor, got device ", x.device());
   const TfaaConvShape s = conv_shape(x, weight, num_frames, conv_format(x));
+  TfaaConvShape st = s;  // the input gradient's conv
+  st.c_in = s.c_out;
+  st.c_out = s.c_in;
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
   const bool aligned = (reinterpret_cast<uintptr_t>(x.data_ptr()) & 15) == 0;
-  return aligned && tfaa_conv_fwd_uses_wgmma(dtype_code(x, "x"), s, stream) ? "wgmma" : "cublas";
+  const int dt = dtype_code(x, "x");
+  auto name = [&](bool wgmma) { return std::string(aligned && wgmma ? "wgmma" : "cublas"); };
+  return {{"forward", name(tfaa_conv_fwd_uses_wgmma(dt, s, stream))},
+          {"input_grad", name(tfaa_conv_fwd_uses_wgmma(dt, st, stream))},
+          {"weight_grad", name(tfaa_conv_dweight_uses_wgmma(dt, s, stream))}};
 }
 
 }  // namespace
@@ -313,8 +323,8 @@ TORCH_LIBRARY_IMPL(tfaa_cuda, CUDA, m) {
 // A Python module too, so the extension imports as tfaa_kernels._C (setup.py) or by name (JIT).
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "tfaa CUDA kernels; the ops live in torch.ops.tfaa_cuda";
-  m.def("conv_forward_path", &conv_forward_path, "'wgmma' or 'cublas': the temporal conv forward's "
-        "implementation for these tensors", pybind11::arg("x"), pybind11::arg("weight"),
+  m.def("conv_paths", &conv_paths, "{'forward', 'input_grad', 'weight_grad'} -> 'wgmma' or 'cublas': "
+        "the temporal conv's implementation for these tensors", pybind11::arg("x"), pybind11::arg("weight"),
         pybind11::arg("num_frames"));
 #ifdef TFAA_TORCH_CUBLAS_HANDLE
   m.attr("uses_torch_cublas_handle") = true;

@@ -805,10 +805,15 @@ def test_auto_shape_rule_under_cuda_graphs(monkeypatch):
     assert conv_op._auto_for_shape(small, w) == "torch"
 
 
+def _real_uses_wgmma(x, w):
+    from tfaa_kernels.ops import conv as conv_op
+    return conv_op._cuda_conv_uses_wgmma(x, w)
+
+
 def test_auto_layout_rule_prefers_triton_for_large_channels_last_frames(monkeypatch):
-    """"auto" puts Triton before CUDA for channels_last frames >= 32x32 (the CUDA backend's per-tap
-    GEMMs measured slower there), keeps AUTO_PREFERENCE's "cuda" first for NCHW and for small
-    frames, and stays on "cuda" when Triton cannot run."""
+    """"auto" puts Triton before CUDA for channels_last frames >= 32x32 that the CUDA backend would
+    run on cuBLAS (its per-tap GEMMs measured slower there), keeps "cuda" first when CUDA runs them
+    as its Hopper kernel, for NCHW and for small frames, and stays on "cuda" when Triton cannot run."""
     from tfaa_kernels import backends
     from tfaa_kernels.ops import conv as conv_op
     w = torch.randn(8, 8, 3)
@@ -819,9 +824,14 @@ def test_auto_layout_rule_prefers_triton_for_large_channels_last_frames(monkeypa
     assert conv_op._auto_for_shape(large.contiguous(memory_format=cl), w) == "triton"
     assert conv_op._auto_for_shape(large, w) == "cuda"
     assert conv_op._auto_for_shape(small.contiguous(memory_format=cl), w) == "cuda"
+    # unless CUDA runs the call as its Hopper kernel (measured faster than Triton, S15-run 5)
+    monkeypatch.setattr(conv_op, "_cuda_conv_uses_wgmma", lambda x, w: True)
+    assert conv_op._auto_for_shape(large.contiguous(memory_format=cl), w) == "cuda"
+    monkeypatch.setattr(conv_op, "_cuda_conv_uses_wgmma", lambda x, w: False)
     monkeypatch.setattr(conv_op, "auto_backend", _fake_auto_backend({"torch", "cuda"}))
     assert conv_op._auto_for_shape(large.contiguous(memory_format=cl), w) == "cuda"
-    # the real helper: off CUDA "auto" is always the reference
+    # the real helpers: off CUDA "auto" is always the reference, and no CPU call is a CUDA kernel's
+    assert not _real_uses_wgmma(large.bfloat16().contiguous(memory_format=cl), w.bfloat16())
     assert backends.auto_backend("temporal_conv1d", ("triton", "cuda"), torch.device("cpu")) == "torch"
 
 

@@ -128,23 +128,23 @@ def test_conv_cuda_entry_points_mixed_formats(poison):
     assert torch.equal(db, torch.zeros_like(db))
 
 
-# ------------------------------------------------------------ the Hopper implicit-GEMM forward
-def _forward_path(x, weight, num_frames):
+# ------------------------------------------------------------ the Hopper implicit-GEMM kernels
+def _paths(x, weight, num_frames):
     import tfaa_kernels.cuda as tc
 
-    return tc.build().conv_forward_path(x, weight, num_frames)
+    return tc.build().conv_paths(x, weight, num_frames)
 
 
 def _wgmma_device():
     _cuda_backend()
-    x = torch.randn(2, 8, 2, 2, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=CL)
+    x = torch.randn(2, 8, 2, 4, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(8, 8, 3, device="cuda", dtype=torch.bfloat16)
-    if _forward_path(x, w, 2) != "wgmma":
-        pytest.skip("the wgmma conv kernel needs an sm_90 GPU and an sm_90a build")
+    if _paths(x.contiguous(memory_format=CL), w, 2)["forward"] != "wgmma":
+        pytest.skip("the wgmma conv kernels need an sm_90 GPU and an sm_90a build")
 
 
 # (clips, F, C_in, C_out, H, W, K, bias)
-WGMMA_CASES = {
+CL_CASES = {
     "rows_straddle_clips": (2, 5, 72, 40, 7, 9, 3, True),   # clip rows 315: tiles cross frames and clips
     "K5_eight_channels": (3, 7, 8, 16, 5, 5, 5, True),      # one 8-channel chunk of a 64-channel stage
     "cout_over_a_tile": (1, 3, 136, 168, 15, 20, 3, False),  # C_out = 160 + 8, C_in = 2 stages + 8
@@ -152,26 +152,39 @@ WGMMA_CASES = {
     "K1": (2, 2, 24, 32, 3, 3, 1, True),
     "sd_width_16_frames": (2, 16, 320, 320, 16, 16, 3, True),
 }
+NCHW_CASES = {  # the weight gradient: HW % 8 == 0
+    "hw24_partial_pixel_block": (2, 5, 72, 40, 4, 6, 3, True),
+    "hw80_K5": (3, 7, 8, 16, 8, 10, 5, True),
+    "cout_over_a_tile_split": (5, 2, 40, 264, 4, 4, 3, False),  # C_out = 256 + 8, many splits
+    "F1_no_frames_for_side_taps": (2, 1, 64, 64, 8, 8, 3, True),
+    "cin_over_a_tile": (1, 3, 168, 136, 8, 8, 3, False),
+    "sd_width_16_frames": (2, 16, 320, 320, 16, 16, 3, True),
+}
+CASES = {**{f"cl-{k}": ("channels_last", v) for k, v in CL_CASES.items()},
+         **{f"nchw-{k}": ("nchw", v) for k, v in NCHW_CASES.items()}}
 
 
 @pytest.mark.parametrize("path", ["wgmma", "cublas"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("case", list(WGMMA_CASES))
+@pytest.mark.parametrize("case", list(CASES))
 def test_conv_cuda_wgmma_against_reference(case, dtype, path, monkeypatch, poison):
-    """channels_last bf16/fp16 with channel counts multiples of 8: the forward and the input
-    gradient run as the TMA + wgmma kernel ("wgmma"), or, with TFAA_CUDA_CONV_WGMMA=0, as the cuBLAS
-    per-tap GEMMs ("cublas"); both against the float64 reference on shapes that exercise partial
-    tiles, out-of-clip taps and clip ends."""
+    """bf16/fp16 with the Hopper kernels ("wgmma": channels_last forward and input gradient, NCHW
+    weight gradient), or with TFAA_CUDA_CONV_WGMMA=0 the cuBLAS GEMMs ("cublas"); both against the
+    float64 reference on shapes with partial tiles, out-of-clip taps, clip ends and split
+    reductions."""
     _wgmma_device()
     if path == "cublas":
         monkeypatch.setenv("TFAA_CUDA_CONV_WGMMA", "0")
-    clips, f, c_in, c_out, h, w, kk, bias = WGMMA_CASES[case]
-    x = torch.randn(clips * f, c_in, h, w, device="cuda", dtype=dtype).contiguous(memory_format=CL)
+    layout, (clips, f, c_in, c_out, h, w, kk, bias) = CASES[case]
+    x = torch.randn(clips * f, c_in, h, w, device="cuda", dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CL)
     weight = torch.randn(c_out, c_in, kk, device="cuda", dtype=dtype)
-    assert _forward_path(x, weight, f) == path  # the forward
-    assert _forward_path(torch.empty_like(x[:, :1]).expand(-1, c_out, -1, -1).contiguous(memory_format=CL),
-                         weight.transpose(0, 1), f) == path  # the input gradient's conv
-    run_case(clips * f, f, c_in, c_out, h, w, kk, dtype, "channels_last", with_bias=bias)
+    paths = _paths(x, weight, f)
+    want = {"forward": "channels_last", "input_grad": "channels_last", "weight_grad": "nchw"}
+    for gemm, where in want.items():
+        assert paths[gemm] == (path if layout == where else "cublas"), (gemm, paths)
+    run_case(clips * f, f, c_in, c_out, h, w, kk, dtype, layout, with_bias=bias)
 
 
 def test_conv_cuda_wgmma_misaligned_input_falls_back(poison):
@@ -185,20 +198,29 @@ def test_conv_cuda_wgmma_misaligned_input_falls_back(poison):
     x = base[1:].view(n, h, w, c).permute(0, 3, 1, 2)
     assert x.is_contiguous(memory_format=CL) and x.data_ptr() % 16 != 0
     weight = torch.randn(24, c, 3, device="cuda", dtype=torch.bfloat16)
-    assert _forward_path(x, weight, f) == "cublas"
+    assert _paths(x, weight, f)["forward"] == "cublas"
     y = tk.temporal_conv1d(x, weight, None, f, backend="cuda")
     ref = reference.temporal_conv1d(ref_x.double(), weight.double(), None, f)
     assert_close(y, ref, TOL[torch.bfloat16], "misaligned channels_last forward")
 
 
 def test_conv_cuda_wgmma_path_rules():
-    """Only channels_last bf16/fp16 with channel counts multiples of 8 take the kernel."""
+    """Which calls take the kernels: channels_last forward/input gradient and NCHW weight gradient,
+    bf16/fp16 only, channel counts multiples of 8 (channels_last), HW % 8 == 0 (NCHW)."""
     _wgmma_device()
     x = torch.randn(4, 16, 4, 4, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(24, 16, 3, device="cuda", dtype=torch.bfloat16)
-    assert _forward_path(x.contiguous(memory_format=CL), w, 2) == "wgmma"
-    assert _forward_path(x, w, 2) == "cublas"  # NCHW
-    assert _forward_path(x.float().contiguous(memory_format=CL), w.float(), 2) == "cublas"  # fp32
-    assert _forward_path(x.contiguous(memory_format=CL), w[:20], 2) == "cublas"  # C_out = 20
-    x12 = x[:, :12].contiguous(memory_format=CL)
-    assert _forward_path(x12, w[:, :12], 2) == "cublas"  # C_in = 12
+    assert _paths(x.contiguous(memory_format=CL), w, 2) == {
+        "forward": "wgmma", "input_grad": "wgmma", "weight_grad": "cublas"}
+    assert _paths(x, w, 2) == {"forward": "cublas", "input_grad": "cublas", "weight_grad": "wgmma"}
+    assert set(_paths(x.float(), w.float(), 2).values()) == {"cublas"}  # fp32
+    assert set(_paths(x.float().contiguous(memory_format=CL), w.float(), 2).values()) == {"cublas"}
+    assert _paths(x.contiguous(memory_format=CL), w[:20], 2)["forward"] == "cublas"  # C_out = 20
+    assert _paths(x[:, :12].contiguous(memory_format=CL), w[:, :12], 2)["forward"] == "cublas"  # C_in = 12
+    assert _paths(x[..., :3].contiguous(), w, 2)["weight_grad"] == "cublas"  # HW = 12
+    # backend="auto" reads the same rule (it keeps channels_last >= 32x32 on CUDA only for the kernel)
+    from tfaa_kernels.backends import auto_backend
+    from tfaa_kernels.ops import conv as conv_op
+    if auto_backend("temporal_conv1d", ("cuda",), x.device) == "cuda":
+        assert conv_op._cuda_conv_uses_wgmma(x.contiguous(memory_format=CL), w)
+        assert not conv_op._cuda_conv_uses_wgmma(x.float().contiguous(memory_format=CL), w.float())

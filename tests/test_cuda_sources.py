@@ -147,3 +147,12 @@ def test_extension_rejects_bad_tensors():
     r = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parent.parent, timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, f"rc={r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+
+
+def test_wgmma_header_matches_its_generator():
+    """csrc/wgmma_sm90.cuh is what scripts/gen_wgmma.py writes (edit the generator, not the header)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gen_wgmma", _build.REPO_ROOT / "scripts" / "gen_wgmma.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.HEADER.read_text() == gen.render()

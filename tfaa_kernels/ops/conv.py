@@ -19,6 +19,8 @@ signatures minus ``backend``.
 """
 from __future__ import annotations
 
+import os
+
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -185,19 +187,47 @@ temporal_conv1d_gn_silu_fwd.register_autograd(_backward_fused, setup_context=_se
 _AUTO_MIN_PIXELS_WITH_GRAD = 1024
 
 
-# On channels_last frames the CUDA backend runs one cuBLAS GEMM per tap (K passes over y; NCHW
-# stacks the taps into one GEMM), which measured slower than the Triton implicit GEMM from 32x32 up
-# (S6-run 1, H100, bf16, no grad, GN+SiLU+conv layer of the temporal conv block, GPU time:
-# 64x64 C320 cuda 0.463 / triton 0.301 ms, 32x32 C640 0.286 / 0.227) and faster below (16x16 C1280
-# 0.200 / 0.236, 8x8 0.093 / 0.125). So "auto" takes Triton there. Fast sampling runs the UNet in
-# channels_last, so this is its path.
+# On channels_last frames >= 32x32 the CUDA backend's cuBLAS path (one GEMM per tap, K passes over
+# y) measured slower than the Triton implicit GEMM (S6-run 1, H100, bf16, no grad, GN+SiLU+conv
+# layer, GPU time: 64x64 C320 cuda 0.463 / triton 0.301 ms, 32x32 C640 0.286 / 0.227), so "auto"
+# takes Triton there, unless the CUDA backend runs the call as its Hopper implicit-GEMM kernel
+# (csrc/conv_wgmma.cu: bf16/fp16, channel counts multiples of 8, sm_90a), which measured faster
+# than Triton (S15-run 5, bench_conv, GPU time: S1 fwd 0.156 vs 0.198 ms, fwd+bwd 0.597 vs 0.667).
+# Fast sampling runs the UNet in channels_last, so this is its path.
 _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST = 1024
+_WGMMA_DEVICES: dict = {}
+
+
+def _cuda_conv_uses_wgmma(x: Tensor, weight: Tensor) -> bool:
+    """Whether backend="cuda" runs this channels_last forward as the Hopper TMA + wgmma kernel
+    (bf16/fp16, C_in and C_out multiples of 8, a device that runs the extension's sm_90a code, and
+    TFAA_CUDA_CONV_WGMMA not "0"). The device answer comes from the extension once per device."""
+    if (x.device.type != "cuda" or x.dtype not in (torch.bfloat16, torch.float16) or x.shape[1] % 8
+            or weight.shape[0] % 8 or os.environ.get("TFAA_CUDA_CONV_WGMMA") == "0"):
+        return False
+    if auto_backend("temporal_conv1d", ("cuda",), x.device) != "cuda":  # no prebuilt extension here
+        return False
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    if index not in _WGMMA_DEVICES:
+        from .. import cuda as tfaa_cuda
+        try:
+            probe = torch.zeros(2, 8, 2, 4, device=x.device, dtype=torch.bfloat16)
+            ok = tfaa_cuda.build().conv_paths(probe.contiguous(memory_format=torch.channels_last),
+                                              torch.zeros(8, 8, 3, device=x.device, dtype=torch.bfloat16),
+                                              2)["forward"] == "wgmma"
+        except Exception:  # no extension: nothing to prefer
+            ok = False
+        if torch.cuda.is_current_stream_capturing():  # the extension does not probe while capturing
+            return ok
+        _WGMMA_DEVICES[index] = ok
+    return _WGMMA_DEVICES[index]
 
 
 def _auto_for_shape(x: Tensor, weight: Tensor) -> str:
     """The backend of ``backend="auto"`` for this call's shape: for small frames with gradients the
     reference (eager) or Triton first (inside :func:`tfaa_kernels.auto_for_cuda_graphs`), Triton
-    before CUDA for large channels_last frames, else AUTO_PREFERENCE's order."""
+    before CUDA for large channels_last frames that CUDA would run on cuBLAS, else
+    AUTO_PREFERENCE's order."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     hw = x.shape[2] * x.shape[3]
     preference = AUTO_PREFERENCE["temporal_conv1d"]
@@ -206,7 +236,8 @@ def _auto_for_shape(x: Tensor, weight: Tensor) -> str:
         if not auto_targets_cuda_graphs():
             return "torch"
         preference = triton_first
-    if hw >= _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST and memory_format_of(x) == torch.channels_last:
+    if (hw >= _AUTO_TRITON_MIN_PIXELS_CHANNELS_LAST and memory_format_of(x) == torch.channels_last
+            and not _cuda_conv_uses_wgmma(x, weight)):
         preference = triton_first
     return auto_backend("temporal_conv1d", preference, x.device)
 
