@@ -27,6 +27,7 @@
 #include <cudaTypedefs.h>
 
 #include "conv_internal.h"
+#include "vec_io.cuh"
 #include "wgmma_sm90.cuh"
 
 namespace tfaa {
@@ -98,13 +99,18 @@ __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
 template <typename T>
 __device__ __forceinline__ float bias_at(const void* bias, int o, int c_out) {
-  return bias == nullptr || o >= c_out ? 0.f : to_float(static_cast<const T*>(bias)[o]);
+  return bias == nullptr || o >= c_out ? 0.f : to_f(static_cast<const T*>(bias)[o]);
 }
+
+// Where accumulator element i (of sub-tile s) of consumer thread ctid lies in the CTA tile: the
+// wgmma fragment layout (wgmma_sm90.cuh) of consumer warpgroup cw's m64 sub-tile s. Elements i and
+// i + 1 (i even) are adjacent columns of one row.
+__device__ __forceinline__ int frag_row(int cw, int s, int ctid, int i) {
+  return (cw * kMT + s) * 64 + ((ctid % 128) / 32) * 16 + (ctid % 32) / 4 + 8 * ((i / 2) % 2);
+}
+__device__ __forceinline__ int frag_col(int ctid, int i) { return (i / 4) * 8 + (ctid % 4) * 2; }
 
 // ---------------------------------------------------------------- the two GEMMs (tile policies)
 // A policy decodes its CTA's tile from blockIdx.x, says how many stages its reduction has (nk),
@@ -148,20 +154,20 @@ struct ConvFwdTile {
 
   // Through shared memory (the pipeline's, free once every MMA retired): fragments + bias -> T,
   // then 16-byte row-contiguous stores.
-  template <typename T, int BN>
-  __device__ void store(const Args& a, float (&acc)[kMT][BN / 2], unsigned char* smem, int cw, int ctid) const {
+  template <typename T>
+  __device__ void store(const Args& a, float (&acc)[kMT][kBN / 2], unsigned char* smem, int cw, int ctid) const {
+    constexpr int BN = kBN;
     constexpr int kLd = BN + 8;  // staging row stride (elements): conflict-free fragment writes
-    const int warp = (ctid % 128) / 32, lane = ctid % 32;
     asm volatile("bar.sync 1, %0;\n" ::"n"(128 * kConsumers) : "memory");
     T* stage = reinterpret_cast<T*>(smem);
 #pragma unroll
     for (int i = 0; i < BN / 2; i += 2) {
-      const int col = (i / 4) * 8 + (lane % 4) * 2;
+      const int col = frag_col(ctid, i);
       const float b0 = bias_at<T>(a.bias, n0 + col, a.c_out);
       const float b1 = bias_at<T>(a.bias, n0 + col + 1, a.c_out);
 #pragma unroll
       for (int s = 0; s < kMT; ++s) {
-        const int row = (cw * kMT + s) * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2);
+        const int row = frag_row(cw, s, ctid, i);
         *reinterpret_cast<uint32_t*>(stage + row * kLd + col) = pack2<T>(acc[s][i] + b0, acc[s][i + 1] + b1);
       }
     }
@@ -187,56 +193,58 @@ struct DweightNchwTile {
   struct Args {
     float* ws;  // (K, max_slots, C_out, C_in)
     int64_t max_slots;
-    int num_frames, hw, taps, c_in, c_out, clips, splits;
+    TfaaConvShape s;
+    int splits;
   };
   static constexpr int kBN = 160;
 
   int m0, n0, tap, split, fa, nf, item0, pblocks, nk;
 
   __device__ DweightNchwTile(const Args& a, int block) {
-    const int n_tiles = (a.c_in + kBN - 1) / kBN, m_tiles = (a.c_out + kBM - 1) / kBM;
+    const int n_tiles = static_cast<int>((a.s.c_in + kBN - 1) / kBN);
+    const int m_tiles = static_cast<int>((a.s.c_out + kBM - 1) / kBM);
     n0 = (block % n_tiles) * kBN;
     int rest = block / n_tiles;
     m0 = (rest % m_tiles) * kBM;
     rest /= m_tiles;
-    tap = rest % a.taps;
-    split = rest / a.taps;
-    const int pad = a.taps / 2;  // output frames [fa, fa + nf) of a clip read tap `tap`
-    fa = pad - tap > 0 ? pad - tap : 0;
-    const int fb = a.num_frames + pad - tap < a.num_frames ? a.num_frames + pad - tap : a.num_frames;
-    nf = fb > fa ? fb - fa : 0;
-    const int64_t items = static_cast<int64_t>(a.clips) * nf;
+    tap = rest % static_cast<int>(a.s.taps);
+    split = rest / static_cast<int>(a.s.taps);
+    int64_t first, end;  // output frames [first, end) of a clip read tap `tap`
+    tap_frames(a.s, tap, first, end);
+    fa = static_cast<int>(first);
+    nf = static_cast<int>(end - first);
+    const int64_t items = a.s.batch_frames / a.s.num_frames * nf;  // (clip, frame) pairs
     item0 = static_cast<int>(items * split / a.splits);
     const int item1 = static_cast<int>(items * (split + 1) / a.splits);
-    pblocks = (a.hw + kBK - 1) / kBK;
+    pblocks = static_cast<int>((a.s.hw + kBK - 1) / kBK);
     nk = (item1 - item0) * pblocks;
   }
 
   __device__ void load(const Args& a, int ks, uint32_t sa, uint32_t sb, uint32_t bar,
                        const CUtensorMap* map_a, const CUtensorMap* map_b) const {
     const int item = item0 + ks / pblocks, p = (ks % pblocks) * kBK;
-    const int n = (item / nf) * a.num_frames + fa + item % nf;
+    const int n = (item / nf) * static_cast<int>(a.s.num_frames) + fa + item % nf;
     tma_load_3d(sa, map_a, p, m0, n, bar);  // pixels past HW, channels past C: zeros
-    tma_load_3d(sb, map_b, p, n0, n + tap - a.taps / 2, bar);
+    tma_load_3d(sb, map_b, p, n0, n + tap - static_cast<int>(a.s.taps / 2), bar);
   }
 
-  template <typename T, int BN>
-  __device__ void store(const Args& a, float (&acc)[kMT][BN / 2], unsigned char*, int cw, int ctid) const {
-    const int warp = (ctid % 128) / 32, lane = ctid % 32;
-    float* ws = a.ws + (static_cast<int64_t>(tap) * a.max_slots + split) * a.c_out * a.c_in;
+  template <typename T>
+  __device__ void store(const Args& a, float (&acc)[kMT][kBN / 2], unsigned char*, int cw, int ctid) const {
+    const int64_t c_in = a.s.c_in, c_out = a.s.c_out;
+    float* ws = a.ws + (static_cast<int64_t>(tap) * a.max_slots + split) * c_out * c_in;
 #pragma unroll
-    for (int i = 0; i < BN / 2; i += 2) {
-      const int ci = n0 + (i / 4) * 8 + (lane % 4) * 2;
+    for (int i = 0; i < kBN / 2; i += 2) {
+      const int ci = n0 + frag_col(ctid, i);
 #pragma unroll
       for (int s = 0; s < kMT; ++s) {
-        const int co = m0 + (cw * kMT + s) * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2);
-        if (co < a.c_out && ci < a.c_in) {
-          float* dst = ws + static_cast<int64_t>(co) * a.c_in + ci;
-          if (ci + 1 < a.c_in && (a.c_in % 2) == 0) {
+        const int co = m0 + frag_row(cw, s, ctid, i);
+        if (co < c_out && ci < c_in) {
+          float* dst = ws + co * c_in + ci;
+          if (ci + 1 < c_in && c_in % 2 == 0) {
             *reinterpret_cast<float2*>(dst) = make_float2(acc[s][i], acc[s][i + 1]);
           } else {
             dst[0] = acc[s][i];
-            if (ci + 1 < a.c_in) dst[1] = acc[s][i + 1];
+            if (ci + 1 < c_in) dst[1] = acc[s][i + 1];
           }
         }
       }
@@ -245,11 +253,12 @@ struct DweightNchwTile {
 };
 
 // ---------------------------------------------------------------- the TMA + wgmma mainloop
-template <typename T, int BN, class Tile>
+template <typename T, class Tile>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                       const typename Tile::Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int BN = Tile::kBN;
   using Cfg = TileCfg<BN>;
   constexpr int kStages = Cfg::kStages;
   extern __shared__ unsigned char smem_raw[];
@@ -314,7 +323,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (ks > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((ks - 1) % kStages));
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-  tile.template store<T, BN>(a, acc, smem, cw, tid - 128);
+  tile.template store<T>(a, acc, smem, cw, tid - 128);
 #endif
 }
 
@@ -363,7 +372,7 @@ template <typename T, class Tile>
 cudaError_t launch(const CUtensorMap& map_a, const CUtensorMap& map_b, const typename Tile::Args& a,
                    int64_t ctas, cudaStream_t stream) {
   constexpr int BN = Tile::kBN;
-  auto kernel = wgmma_gemm_kernel<T, BN, Tile>;
+  auto kernel = wgmma_gemm_kernel<T, Tile>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TileCfg<BN>::kSmemBytes);
   if (e != cudaSuccess) return e;
   if (ctas > 0x7fffffff) return cudaErrorInvalidValue;
@@ -473,12 +482,7 @@ cudaError_t conv_nchw_wgmma_dweight(int dtype, const void* dy, const void* x, fl
   Tile::Args a;
   a.ws = ws;
   a.max_slots = max_slots;
-  a.num_frames = static_cast<int>(s.num_frames);
-  a.hw = static_cast<int>(s.hw);
-  a.taps = static_cast<int>(s.taps);
-  a.c_in = static_cast<int>(s.c_in);
-  a.c_out = static_cast<int>(s.c_out);
-  a.clips = static_cast<int>(s.batch_frames / s.num_frames);
+  a.s = s;
   a.splits = static_cast<int>(splits);
   CUtensorMap map_dy, map_x;
   if (!make_map(&map_dy, dtype, dy, s.hw, s.c_out, s.batch_frames, kBK, kBM, 1) ||

@@ -194,6 +194,14 @@ TfaaConvShape conv_shape(const at::Tensor& x, const at::Tensor& weight, int64_t 
   return s;
 }
 
+// The input gradient's conv (a forward of dy with the transposed, flipped weight): C_in <-> C_out.
+TfaaConvShape input_grad_shape(const TfaaConvShape& s) {
+  TfaaConvShape st = s;
+  st.c_in = s.c_out;
+  st.c_out = s.c_in;
+  return st;
+}
+
 // The tap-major copy of weight (C_out, C_in, K) that a conv GEMM of `layout` reads (tfaa_kernels.h).
 at::Tensor weight_copy(const at::Tensor& weight, int layout, int dt, cudaStream_t stream) {
   const at::Tensor w = weight.contiguous();
@@ -254,9 +262,7 @@ void temporal_conv1d_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Te
   // dx: the same conv run on dy with W'_s[ci, co] = W[co, ci, K-1-s]: read as TRO (K, C_out, C_in)
   // by the cuBLAS GEMMs, or as OTR (C_in, K, C_out) by the Hopper kernel.
   if (dx.numel() > 0) {
-    TfaaConvShape st = s;
-    st.c_in = s.c_out;
-    st.c_out = s.c_in;
+    const TfaaConvShape st = input_grad_shape(s);
     const bool otr = tfaa_conv_fwd_uses_wgmma(dt, st, stream);
     const at::Tensor wk = weight_copy(weight, otr ? TFAA_W_OTR_DGRAD : TFAA_W_TRO, dt, stream);
     check_status(tfaa_temporal_conv1d_fwd(dt, dy.data_ptr(), wk.data_ptr(), otr ? TFAA_W_OTR : TFAA_W_TRO,
@@ -286,9 +292,7 @@ std::map<std::string, std::string> conv_paths(const at::Tensor& x, const at::Ten
                                               int64_t num_frames) {
   TORCH_CHECK(x.is_cuda(), "tfaa_cuda: x must be a CUDA tensor, got device ", x.device());
   const TfaaConvShape s = conv_shape(x, weight, num_frames, conv_format(x));
-  TfaaConvShape st = s;  // the input gradient's conv
-  st.c_in = s.c_out;
-  st.c_out = s.c_in;
+  const TfaaConvShape st = input_grad_shape(s);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
   const bool aligned = (reinterpret_cast<uintptr_t>(x.data_ptr()) & 15) == 0;
