@@ -98,6 +98,16 @@ def test_descriptor_eligibility_cpu():
     assert (fwd3["BLOCK_D0"], fwd3["HAS_D1"], fwd3["TMA_OK"]) == (32, True, False)
 
 
+def test_hopper_forward_eligibility_cpu():
+    """The Gluon forward only takes what it is built for: CUDA sm_90, fp16/bf16, D <= 64,
+    descriptor-ready tensors; everything else (here: CPU tensors) goes to the Triton kernel."""
+    from tfaa_kernels.triton import spatial_attention_hopper as hopper
+    q = torch.randn(2, 8, 2, 40, dtype=torch.bfloat16)
+    assert not hopper.supported(q, q, q)
+    assert hopper.MAX_D == 64 and hopper.GROUPS * hopper.ROWS == 192
+    assert hopper.STAGES >= hopper.LAG + 2
+
+
 @needs_cpu_triton
 def test_tile_multiple_length_cpu(poison):
     """L = 128: the kernels' unmasked-score path (L a multiple of every tile)."""
@@ -178,12 +188,14 @@ def restore_kernel_configs():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("d", [40, 64, 80, 160])
-def test_every_config_gpu(d, restore_kernel_configs, poison):
-    """Every forward and every backward config (the descriptor ones and the pointer ones), forced
-    one at a time, on descriptor-aligned packed views with L = 333 (ragged tiles) and F = 3,
-    against the float64 reference. (The GPU suite otherwise runs the first config only.)"""
+def test_every_config_gpu(d, restore_kernel_configs, monkeypatch, poison):
+    """Every forward and every backward config of the Triton kernels (the descriptor ones and the
+    pointer ones; the Hopper Gluon forward switched off), forced one at a time, on
+    descriptor-aligned packed views with L = 333 (ragged tiles) and F = 3, against the float64
+    reference. (The GPU suite otherwise runs the first config only.)"""
     import triton
     from tfaa_kernels.triton import spatial_attention as sa
+    monkeypatch.setattr(sa.hopper, "_ENABLED", False)
     q, k, v, _ = packed_qkv(6, 333, 2, d, dtype=torch.bfloat16, device="cuda", pad=0)
     q, k, v = (t.detach() for t in (q, k, v))
     assert sa._static_meta(q, k, v)["TMA_OK"]
@@ -218,6 +230,37 @@ def test_every_config_gpu(d, restore_kernel_configs, poison):
             assert_close(g, r, TOL[torch.bfloat16], f"d{name}, {cfg}")
         tried += 1
     assert tried >= len(fwd_configs) + len(bwd_configs) - 4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("num_frames,l,h,d", [(3, 333, 2, 40), (5, 256, 2, 64), (1, 200, 3, 40),
+                                               (16, 384, 2, 32), (2, 130, 1, 48), (4, 64, 2, 16)])
+def test_hopper_forward_gpu(num_frames, l, h, d, dtype, poison):
+    """The Gluon forward (sm_90, 16-bit, D <= 64) on packed projection views: out and the LSE
+    against float64, and against the Triton kernel on the same inputs. Covers F = 1, 2 (frame 0
+    once), ragged L (333, 130: the last key tile and the last 192-row query block partial), a
+    query block past L (L = 64 < 192 rows), D padded to 64 / 32 / 16."""
+    from tfaa_kernels.triton import spatial_attention as sa
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon forward is built for sm_90")
+    q, k, v, _ = packed_qkv(2 * num_frames if num_frames < 16 else 16, l, h, d, dtype=dtype,
+                            device="cuda", pad=0)
+    q, k, v = (t.detach() for t in (q, k, v))
+    assert sa.hopper.supported(q, k, v)
+    scale = 0.9 * d ** -0.5
+    out, lse = sa.spatial_attention_fwd(q, k, v, num_frames, scale)
+    ref = reference.first_adjacent_attention(q.double(), k.double(), v.double(), num_frames,
+                                             "spatial", scale)
+    assert_close(out, ref, TOL[dtype], "out")
+    assert_close(lse, _reference_lse(q, k, v, num_frames, scale), 1e-5, "lse")
+    sa.hopper._ENABLED = False
+    try:
+        out_t, lse_t = sa.spatial_attention_fwd(q, k, v, num_frames, scale)
+    finally:
+        sa.hopper._ENABLED = True
+    assert (lse - lse_t).abs().max().item() < 1e-5
+    assert_close(out, out_t, TOL[dtype], "out vs Triton")
 
 
 @pytest.mark.gpu

@@ -9,7 +9,9 @@ are applied in the exponent's multiply-add). Offsets are int64. The head dim run
 power-of-two column chunks (:func:`head_split`: 40 -> 32+16, 80 -> 64+16, 160 -> 128+32), not
 padded to the next power of two. Streamed tiles come through TMA tensor descriptors where the
 tensors allow it (autotuned ``TMA=1`` configs; the copy engine zero-fills rows past L and columns
-past D) and through masked pointer tiles otherwise.
+past D) and through masked pointer tiles otherwise. On sm_90, 16-bit inputs with D <= 64 and
+descriptor-ready tensors run the forward as the Gluon kernel of :mod:`.spatial_attention_hopper`
+instead (same outputs; S1 4.43 vs 4.89 ms).
 
 Duplicate keys. Frames 0 and 1 see frame 0's keys twice. Softmax over a key set repeated twice
 equals softmax over one copy, and the log-sum-exp grows by ``ln 2``; so those frames stream frame 0
@@ -45,6 +47,7 @@ from ..backends import register_impl, triton_interpret
 from ._host import cdiv, next_power_of_2
 from ._autotune import tunable
 from ._tma import tma_capable, tma_strides_ok, tma_workspace
+from . import spatial_attention_hopper as hopper
 
 
 # ----------------------------------------------------------------- configs
@@ -517,6 +520,9 @@ def spatial_attention_fwd(q, k, v, num_frames: int, scale: float):
     n, l, h, d = q.shape
     out = empty((n, l, h, d), q.dtype, q.device)
     lse = empty((n, h, l), torch.float32, q.device)
+    if hopper.supported(q, k, v):     # sm_90, 16-bit, D <= 64, TMA-ready: the Gluon kernel
+        hopper.spatial_attention_fwd_hopper(q, k, v, out, lse, num_frames, scale)
+        return out, lse
     meta = _static_meta(q, k, v, one_chunk_upto=_FWD_ONE_CHUNK_UPTO)
     if triton_interpret():
         meta.update(_INTERP_FWD)
