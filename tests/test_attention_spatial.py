@@ -104,8 +104,6 @@ def test_hopper_forward_eligibility_cpu():
     from tfaa_kernels.triton import spatial_attention_hopper as hopper
     q = torch.randn(2, 8, 2, 40, dtype=torch.bfloat16)
     assert not hopper.supported(q, q, q)
-    assert hopper.MAX_D == 64 and hopper.GROUPS * hopper.ROWS == 192
-    assert hopper.STAGES >= hopper.LAG + 2
 
 
 @needs_cpu_triton
