@@ -47,7 +47,6 @@ from ..backends import register_impl, triton_interpret
 from ._host import cdiv, next_power_of_2
 from ._autotune import tunable
 from ._tma import tma_capable, tma_strides_ok, tma_workspace
-from . import spatial_attention_hopper as hopper
 
 
 # ----------------------------------------------------------------- configs
@@ -216,6 +215,23 @@ def _tile(a0, a1, n, row0, h, L, s_n, s_l, s_h, D: tl.constexpr, ROWS: tl.conste
 
 
 # ----------------------------------------------------------------- forward
+@triton.jit
+def _query_block(pid, L, H, F, BLOCK_M: tl.constexpr):
+    """Forward program ``pid`` -> (m0, nh, h, n, f, first, prev): query rows ``m0..m0+BLOCK_M`` of
+    row ``n = b*F + f``, head ``h`` (``nh = n*H + h``); ``first`` is the clip's frame 0 and ``prev``
+    frame prev(f), both as rows. Query blocks of one (n, h) are adjacent, so they share the K/V
+    tiles in L2. (Also called by the Gluon forward of spatial_attention_hopper.)"""
+    n_mb = tl.cdiv(L, BLOCK_M)
+    m0 = (pid % n_mb) * BLOCK_M
+    nh = pid // n_mb
+    h = nh % H
+    n = nh // H
+    f = n % F
+    first = n - f
+    prev = first + tl.maximum(f - 1, 0)
+    return m0, nh, h, n, f, first, prev
+
+
 @tunable(_fwd_configs(), key=_KEY, prune=_prune)
 @triton.jit
 def _spatial_fwd_kernel(
@@ -226,17 +242,7 @@ def _spatial_fwd_kernel(
     PREC: tl.constexpr, EVEN_L: tl.constexpr, TMA_OK: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, TMA: tl.constexpr,
 ):
-    # program -> (row n = b*F + f, head h, query block); query blocks of one (n, h) are adjacent so
-    # they share the K/V tiles in L2.
-    n_mb = tl.cdiv(L, BLOCK_M)
-    pid = tl.program_id(0)
-    m0 = (pid % n_mb) * BLOCK_M
-    nh = pid // n_mb
-    h = nh % H
-    n = nh // H
-    f = n % F
-    first = n - f
-    prev = first + tl.maximum(f - 1, 0)
+    m0, nh, h, n, f, first, prev = _query_block(tl.program_id(0), L, H, F, BLOCK_M)
     USE_TMA: tl.constexpr = TMA and TMA_OK
     kd0, kd1 = _source(k_ptr, N, L, H, sk_n, sk_l, sk_h, D, BLOCK_N, BLOCK_D0, BLOCK_D1, HAS_D1,
                        USE_TMA)
@@ -571,6 +577,9 @@ def spatial_attention_bwd(dout, q, k, v, out, lse, num_frames: int, scale: float
             needed=meta["TMA_OK"])
     return dq, dk, dv
 
+
+# Imported last: the Gluon forward calls this module's _query_block and _tma_ok.
+from . import spatial_attention_hopper as hopper  # noqa: E402
 
 register_impl("spatial_attention_fwd", "triton", spatial_attention_fwd)
 register_impl("spatial_attention_bwd", "triton", spatial_attention_bwd)

@@ -35,6 +35,7 @@ import triton
 
 from ..backends import triton_interpret
 from ._tma import tma_workspace
+from .spatial_attention import _query_block, _tma_ok
 
 try:
     from triton.experimental import gluon
@@ -62,7 +63,6 @@ def supported(q, k, v) -> bool:
     """Whether this kernel runs the forward of these (B*F, L, H, D) tensors: an sm_90 GPU (wgmma is
     sm_90a only), Gluon available, fp16/bf16, D <= 64, all three readable through TMA descriptors
     (16-byte aligned base and strides, channels contiguous)."""
-    from .spatial_attention import _tma_ok
     return (_ENABLED and GLUON and not triton_interpret() and q.is_cuda
             and torch.cuda.get_device_capability(q.device) == (9, 0)
             and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= MAX_D
@@ -182,15 +182,7 @@ if GLUON:
         gl.static_assert(NWG == 3, "three consumer warp groups")
         gl.static_assert(STAGES >= LAG + 2, "the ring refills tile j-LAG's slot in iteration j")
         dtype: gl.constexpr = q_ptr.dtype.element_ty
-        n_mb = gl.cdiv(L, NWG * _ROWS)
-        pid = gl.program_id(0)
-        m0 = (pid % n_mb) * (NWG * _ROWS)
-        nh = pid // n_mb
-        h = nh % H
-        n = nh // H
-        f = n % F
-        first = n - f
-        prev = first + gl.maximum(f - 1, 0)
+        m0, nh, h, n, f, first, prev = _query_block(gl.program_id(0), L, H, F, NWG * _ROWS)
 
         smem_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=SWIZZLE, element_bitwidth=16,
                                                     rank=4)
