@@ -153,31 +153,38 @@ def _err(r) -> str:
     return "—" if r.get("err") is None else f"{r['err']:.1e}"
 
 
-def render(bw, sections) -> str:
-    out = [f"Device: {env_line()}; bf16; medians of triton.testing.do_bench (ms); rel.err: forward "
-           "output against the fp32 reference on the same inputs. fwd/fwd+bwd: eager calls (host "
-           "Python/autograd time included); graph: the same calls captured in a CUDA graph and replayed "
-           "(GPU time alone, benchmarks/common.py graph_ms)."]
+_DTYPE_NAME = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def render(bw, mode, rows, dtype) -> str:
+    """Markdown for one mode's rows: the run's device line, then the table."""
+    out = [f"**{mode} mode.** Device: {env_line()}; {_DTYPE_NAME.get(dtype, dtype)}; medians of triton.testing.do_bench (ms); "
+           "rel.err: forward output against the fp32 reference on the same inputs. fwd/fwd+bwd: eager "
+           "calls (host Python/autograd time included); graph: the same calls captured in a CUDA graph "
+           "and replayed (GPU time alone, benchmarks/common.py graph_ms)."]
     if bw:
         out.append(f"Measured copy bandwidth: {bw / 1e3:.2f} TB/s (read + write).")
-    for mode, rows in sections:
-        out.append(f"\n**{mode} mode**\n")
-        if mode == "temporal":
-            hdr = ["shape", "impl", "fwd ms", "fwd GB/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd floor/time",
-                   "graph fwd ms", "graph fwd+bwd ms", "peak MiB fwd+bwd", "rel.err"]
-            body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("GB/s"), 0),
-                     fmt(r["floor"] / r["fwd"], 2) if r.get("floor") and r.get("fwd") else "—",
-                     fmt(r.get("fwd+bwd")),
-                     fmt(r["fb_floor"] / r["fwd+bwd"], 2) if r.get("fb_floor") and r.get("fwd+bwd") else "—",
-                     fmt(r.get("g_fwd")), fmt(r.get("g_fwd+bwd")), fmt(r.get("mem"), 0), _err(r)] for r in rows]
-        else:
-            hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "graph fwd ms",
-                   "graph fwd+bwd ms", "peak MiB fwd+bwd", "rel.err"]
-            body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("TFLOP/s"), 1), fmt(r.get("fwd+bwd")),
-                     fmt(r.get("fb TFLOP/s"), 1), fmt(r.get("g_fwd")), fmt(r.get("g_fwd+bwd")), fmt(r.get("mem"), 0),
-                     _err(r)] for r in rows]
-        out.append(markdown_table(hdr, body))
+    out.append("")
+    if mode == "temporal":
+        hdr = ["shape", "impl", "fwd ms", "fwd GB/s", "fwd floor/time", "fwd+bwd ms", "fwd+bwd floor/time",
+               "graph fwd ms", "graph fwd+bwd ms", "peak MiB fwd+bwd", "rel.err"]
+        body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("GB/s"), 0),
+                 fmt(r["floor"] / r["fwd"], 2) if r.get("floor") and r.get("fwd") else "—",
+                 fmt(r.get("fwd+bwd")),
+                 fmt(r["fb_floor"] / r["fwd+bwd"], 2) if r.get("fb_floor") and r.get("fwd+bwd") else "—",
+                 fmt(r.get("g_fwd")), fmt(r.get("g_fwd+bwd")), fmt(r.get("mem"), 0), _err(r)] for r in rows]
+    else:
+        hdr = ["shape", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "graph fwd ms",
+               "graph fwd+bwd ms", "peak MiB fwd+bwd", "rel.err"]
+        body = [[r["shape"], r["name"], fmt(r.get("fwd")), fmt(r.get("TFLOP/s"), 1), fmt(r.get("fwd+bwd")),
+                 fmt(r.get("fb TFLOP/s"), 1), fmt(r.get("g_fwd")), fmt(r.get("g_fwd+bwd")), fmt(r.get("mem"), 0),
+                 _err(r)] for r in rows]
+    out.append(markdown_table(hdr, body))
     return "\n".join(out)
+
+
+_HEADING = ("## First-adjacent attention (bench_attention.py)\n\nOne table per mode, each rewritten only "
+            "by a run of that mode (`--modes`); its first line names the run.")
 
 
 def main(argv=None):
@@ -187,10 +194,13 @@ def main(argv=None):
     device, dtype = op_bench_device("bench_attention", args.smoke)
     shapes = SMOKE if args.smoke else SHAPES
     bw, sections = run(shapes, args.modes.split(","), dtype, device)
-    text = render(bw, sections)
-    if args.results and not args.smoke:
-        write_section(args.results, "bench_attention", "## First-adjacent attention (bench_attention.py)\n\n" + text)
-    print("\n" + text)
+    for mode, rows in sections:
+        text = render(bw, mode, rows, dtype)
+        if args.results and not args.smoke:
+            # one section per mode: a run of some modes leaves the other modes' tables as they are
+            write_section(args.results, f"bench_attention:{mode}", text, parent="bench_attention",
+                          parent_text=_HEADING)
+        print("\n" + text)
 
 
 if __name__ == "__main__":

@@ -103,12 +103,24 @@ def markdown_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str, name: str, text: str) -> None:
-    """Replace (or append) the ``<!-- name -->`` ... ``<!-- /name -->`` section of ``path``."""
+def write_section(path: str, name: str, text: str, parent: Optional[str] = None,
+                  parent_text: str = "") -> None:
+    """Replace (or add) the ``<!-- name -->`` ... ``<!-- /name -->`` section of ``path``. With
+    ``parent``, a new section goes at the end of the ``<!-- parent -->`` section, which is created
+    (holding ``parent_text``) at the end of the file if missing: one benchmark can keep several
+    tables under one heading and rewrite each on its own."""
     block = f"<!-- {name} -->\n{text.rstrip()}\n<!-- /{name} -->"
     old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
     pat = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
-    new = pat.sub(lambda _: block, old) if pat.search(old) else old.rstrip() + "\n\n" + block + "\n"
+    if pat.search(old):
+        new = pat.sub(lambda _: block, old)
+    elif parent and f"<!-- /{parent} -->" in old:
+        new = old.replace(f"<!-- /{parent} -->", block + f"\n<!-- /{parent} -->", 1)
+    elif parent:
+        new = (old.rstrip() + f"\n\n<!-- {parent} -->\n{parent_text.rstrip()}\n\n{block}\n"
+               f"<!-- /{parent} -->\n")
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(new)

@@ -4,7 +4,7 @@ Same semantics, inputs and outputs as ``spatial_attention._spatial_fwd_kernel`` 
 natural-log LSE with the ``ln 2`` of frames 0 and 1, see that module), for the shapes it is built
 for: 16-bit q/k/v with head dims <= 64 whose tensors qualify for TMA descriptors. SD's 64x64
 latent blocks (D = 40) are the case it exists for (S1, H100: 4.43 ms vs 4.89 ms for the Triton
-kernel in the same process, RESULTS.md Session 17).
+kernel in the same process, RESULTS.md Session 17; 4.23 ms with the Session 18 changes below).
 
 Why a second kernel. At D <= 64 the forward is bounded by two units in equal measure: the
 exponentials on the special-function unit (16 per SM per clock) and the two matmuls at the padded
@@ -25,6 +25,12 @@ Structure (FlashAttention-3 style "ping-pong", without a producer warp):
   from group to group with one mbarrier per group (``turn``): a group issues its matmuls only when
   the previous group's have completed, so the matmuls run back to back while the other two groups
   are in their softmax (S1 4.43 ms; handing over at issue instead of completion 4.57 ms).
+- Head dims 33..48 (SD's 40) run Q K^T at K = 48 and P V at N = 40 or 48 (two wgmmas each over
+  slices of the 64-wide shared tiles) instead of the padded 64: a quarter fewer tensor-core cycles.
+- The row max is a tree over each thread's 64 scores (pairs, then halves) instead of one chain.
+- The four TMA descriptors are built on the host and passed as kernel parameters; building them in
+  the kernel (global-memory tensormap writes and proxy fences) kept every CTA ~8% of its lifetime
+  in its prologue (ncu, S18-run 1). Together: S1 4.43 -> 4.23 ms (S18-run 7).
 Frames 0 and 1 stream frame 0's keys once (the duplicate copy is the ``ln 2`` in the LSE), like the
 Triton kernel.
 """
@@ -34,12 +40,12 @@ import torch
 import triton
 
 from ..backends import triton_interpret
-from ._tma import tma_workspace
 from .spatial_attention import _query_block, _tma_ok
 
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from triton.experimental.gluon.language.nvidia.hopper import (
         fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
 except ImportError:  # pragma: no cover - Triton without Gluon
@@ -88,37 +94,89 @@ if GLUON:
         tma.async_copy_global_to_shared(vd, [kn, k0, h, 0], bar, v_smem.index(slot), pred=pred)
 
     @gluon.jit
-    def _softmax_step(s, j, m_i, l_i, o, n_kb, L, qk_scale, s_l: gl.constexpr, o_l: gl.constexpr,
-                      p_l: gl.constexpr, dtype: gl.constexpr, BLOCK_N: gl.constexpr,
-                      EVEN_L: gl.constexpr):
+    def _row_max(s):
+        """Row maxima of a [64, N] wgmma accumulator (N = 128) as a tree instead of one dependent
+        chain per row: each thread holds 2 rows x N/4 scores in adjacent-column pairs (the pair is
+        a register pair, the high column bits are register bits); max the pairs, halve the rest
+        three times, then reduce the 2 + 2 that are left and across the 4 lanes of a row."""
+        even, odd = s.reshape([s.shape[0], s.shape[1] // 2, 2]).split()
+        t = gl.maximum(even, odd)
+        for _ in gl.static_range(3):
+            lo, hi = t.reshape([t.shape[0], 2, t.shape[1] // 2]).permute((0, 2, 1)).split()
+            t = gl.maximum(lo, hi)
+        return gl.max(t, 1)
+
+    @gluon.jit
+    def _softmax_step(s, j, m_i, l_i, o, ob, n_kb, L, qk_scale, s_l: gl.constexpr,
+                      o_l: gl.constexpr, ob_l: gl.constexpr, p_l: gl.constexpr,
+                      dtype: gl.constexpr, BLOCK_N: gl.constexpr, EVEN_L: gl.constexpr,
+                      VB: gl.constexpr):
         """Online softmax of score tile j ([64, BLOCK_N] fp32, unscaled): the new row max (log2
-        units), row sum, rescaled output accumulator and P in the wgmma A-operand layout."""
+        units), row sum, rescaled output accumulators (o, and ob when the head dim is split) and
+        P in the wgmma A-operand layout."""
         if not EVEN_L:
             cols = (j % n_kb) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_l))
             s = gl.where(gl.expand_dims(cols < L, 0), s, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+        m_new = gl.maximum(m_i, gl.convert_layout(_row_max(s), m_i.type.layout) * qk_scale)
         p = gl.exp2(s * qk_scale - gl.expand_dims(m_new, 1))
         alpha = gl.exp2(m_i - m_new)
         l_i = l_i * alpha + gl.sum(p, 1)
         o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_l)), 1)
-        return m_new, l_i, o, gl.convert_layout(p.to(dtype), p_l)
+        if VB > 0:
+            ob = ob * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, ob_l)), 1)
+        return m_new, l_i, o, ob, gl.convert_layout(p.to(dtype), p_l)
+
+    @gluon.jit
+    def _qk(q, k_tile, zero_s, BLOCK_N: gl.constexpr, BLOCK_D: gl.constexpr, DA: gl.constexpr,
+            QB: gl.constexpr):
+        """Issue S = Q K^T (async) over the first DA + QB head-dim columns of the shared tiles."""
+        kt = k_tile.reshape([BLOCK_N, BLOCK_D])
+        if QB > 0:
+            s = warpgroup_mma(q.slice(0, DA, dim=1), kt.slice(0, DA, dim=1).permute((1, 0)),
+                              zero_s, use_acc=False, is_async=True)
+            s = warpgroup_mma(q.slice(DA, QB, dim=1), kt.slice(DA, QB, dim=1).permute((1, 0)), s,
+                              is_async=True)
+        else:
+            s = warpgroup_mma(q, kt.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        return s
+
+    @gluon.jit
+    def _pv(p16, v_tile, o, ob, pb_l: gl.constexpr, BLOCK_N: gl.constexpr,
+            BLOCK_D: gl.constexpr, DA: gl.constexpr, VB: gl.constexpr):
+        """Issue O += P V (async): columns [0, DA) into o and, when split, [DA, DA + VB) into ob."""
+        vt = v_tile.reshape([BLOCK_N, BLOCK_D])
+        if VB > 0:
+            o = warpgroup_mma(p16, vt.slice(0, DA, dim=1), o, is_async=True)
+            ob = warpgroup_mma(gl.convert_layout(p16, pb_l), vt.slice(DA, VB, dim=1), ob,
+                               is_async=True)
+        else:
+            o = warpgroup_mma(p16, vt, o, is_async=True)
+        return o, ob
 
     @gluon.jit
     def _consumer(qd, kd, vd, od, lse_ptr, q_smem, k_smem, v_smem, q_bar, ready, empty, turn,
                   n, m0, h, f, first, prev, n_it, n_kb, nh, L, qk_scale,
                   WG: gl.constexpr, NWG: gl.constexpr, LAG: gl.constexpr, BLOCK_D: gl.constexpr,
-                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr, EVEN_L: gl.constexpr):
-        """Warp group WG: query rows m0 + 64 WG .. + 64 of frame n, head h."""
+                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr, EVEN_L: gl.constexpr,
+                  DA: gl.constexpr, QB: gl.constexpr, VB: gl.constexpr):
+        """Warp group WG: query rows m0 + 64 WG .. + 64 of frame n, head h. With QB > 0 the head
+        dim is split: Q K^T over columns [0, DA) and [DA, DA + QB), O over [0, DA) in o and
+        [DA, DA + VB) in ob; otherwise everything at BLOCK_D (= DA)."""
         dtype: gl.constexpr = q_smem.dtype
         s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                       instr_shape=[16, BLOCK_N, 16])
         o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                      instr_shape=[16, BLOCK_D, 16])
+                                                      instr_shape=[16, DA, 16])
+        NB: gl.constexpr = VB if VB > 0 else 8   # ob is a [64, 8] placeholder when not split
+        ob_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, NB, 16])
         p_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_l, k_width=2)
+        pb_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ob_l, k_width=2)
         row_o: gl.constexpr = gl.SliceLayout(1, o_l)
         q = q_smem.index(WG).reshape([_ROWS, BLOCK_D])
         zero_s = gl.zeros([_ROWS, BLOCK_N], gl.float32, s_l)
-        o = gl.zeros([_ROWS, BLOCK_D], gl.float32, o_l)
+        o = gl.zeros([_ROWS, DA], gl.float32, o_l)
+        ob = gl.zeros([_ROWS, NB], gl.float32, ob_l)
         m_i = gl.full([_ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_l))
         l_i = gl.zeros([_ROWS], gl.float32, gl.SliceLayout(1, s_l))
         mine = turn.index(WG)
@@ -128,22 +186,19 @@ if GLUON:
         # tile 0: scores only (no P V yet)
         mbarrier.wait(ready.index(0), 0)
         mbarrier.wait(mine, 0)
-        s_tok = warpgroup_mma(q, k_smem.index(0).reshape([BLOCK_N, BLOCK_D]).permute((1, 0)),
-                              zero_s, use_acc=False, is_async=True)
+        s_tok = _qk(q, k_smem.index(0), zero_s, BLOCK_N, BLOCK_D, DA, QB)
         s = warpgroup_mma_wait(0, deps=(s_tok,))
         mbarrier.arrive(nxt, count=1)
-        m_i, l_i, o, p16 = _softmax_step(s, 0, m_i, l_i, o, n_kb, L, qk_scale, s_l, o_l, p_l,
-                                         dtype, BLOCK_N, EVEN_L)
+        m_i, l_i, o, ob, p16 = _softmax_step(s, 0, m_i, l_i, o, ob, n_kb, L, qk_scale, s_l, o_l,
+                                             ob_l, p_l, dtype, BLOCK_N, EVEN_L, VB)
         for j in range(1, n_it):
             slot = j % STAGES
             pslot = (j - 1) % STAGES
             mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
             mbarrier.wait(mine, j & 1)
-            s_tok = warpgroup_mma(q, k_smem.index(slot).reshape([BLOCK_N, BLOCK_D]).permute((1, 0)),
-                                  zero_s, use_acc=False, is_async=True)
-            o = warpgroup_mma(p16, v_smem.index(pslot).reshape([BLOCK_N, BLOCK_D]), o,
-                              is_async=True)
-            s, o = warpgroup_mma_wait(0, deps=(s_tok, o))
+            s_tok = _qk(q, k_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+            o, ob = _pv(p16, v_smem.index(pslot), o, ob, pb_l, BLOCK_N, BLOCK_D, DA, VB)
+            s, o, ob = warpgroup_mma_wait(0, deps=(s_tok, o, ob))
             mbarrier.arrive(nxt, count=1)                   # the next group's matmuls may go
             mbarrier.arrive(empty.index(pslot), count=1)    # this group is done with tile j-1
             if WG == 0:
@@ -152,15 +207,19 @@ if GLUON:
                     mbarrier.wait(empty.index(t % STAGES), (t // STAGES) & 1)
                     _load_kv(kd, vd, k_smem, v_smem, ready, t + STAGES, n_it, n_kb, prev, first, h,
                              BLOCK_N, STAGES)
-            m_i, l_i, o, p16 = _softmax_step(s, j, m_i, l_i, o, n_kb, L, qk_scale, s_l, o_l, p_l,
-                                             dtype, BLOCK_N, EVEN_L)
-        o = warpgroup_mma(p16, v_smem.index((n_it - 1) % STAGES).reshape([BLOCK_N, BLOCK_D]), o,
-                          is_async=True)
-        o = warpgroup_mma_wait(0, deps=(o,))
+            m_i, l_i, o, ob, p16 = _softmax_step(s, j, m_i, l_i, o, ob, n_kb, L, qk_scale, s_l,
+                                                 o_l, ob_l, p_l, dtype, BLOCK_N, EVEN_L, VB)
+        o, ob = _pv(p16, v_smem.index((n_it - 1) % STAGES), o, ob, pb_l, BLOCK_N, BLOCK_D, DA, VB)
+        o, ob = warpgroup_mma_wait(0, deps=(o, ob))
 
         # epilogue: O / l through this group's (now free) Q buffer and TMA (rows >= L clipped)
         l_o = gl.convert_layout(l_i, row_o)
-        q.store((o / gl.expand_dims(l_o, 1)).to(dtype))
+        if VB > 0:
+            q.slice(0, DA, dim=1).store((o / gl.expand_dims(l_o, 1)).to(dtype))
+            l_b = gl.convert_layout(l_i, gl.SliceLayout(1, ob_l))
+            q.slice(DA, VB, dim=1).store((ob / gl.expand_dims(l_b, 1)).to(dtype))
+        else:
+            q.store((o / gl.expand_dims(l_o, 1)).to(dtype))
         fence_async_shared()
         tma.async_copy_shared_to_global(od, [n, m0 + WG * _ROWS, h, 0], q_smem.index(WG))
         dup = gl.where(f <= 1, 1.0, 0.0)
@@ -171,29 +230,19 @@ if GLUON:
 
     @gluon.jit
     def _spatial_fwd_hopper_kernel(
-            q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
-            sq_n, sq_l, sq_h, sk_n, sk_l, sk_h, sv_n, sv_l, sv_h, so_n, so_l, so_h,
-            N, L, H, F, qk_scale,
-            D: gl.constexpr, BLOCK_D: gl.constexpr, SWIZZLE: gl.constexpr, EVEN_L: gl.constexpr,
-            NWG: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, LAG: gl.constexpr,
-            REGS: gl.constexpr):
+            qd, kd, vd, od, lse_ptr, L, H, F, qk_scale,
+            BLOCK_D: gl.constexpr, EVEN_L: gl.constexpr, NWG: gl.constexpr, BLOCK_N: gl.constexpr,
+            STAGES: gl.constexpr, LAG: gl.constexpr, REGS: gl.constexpr, DA: gl.constexpr,
+            QB: gl.constexpr, VB: gl.constexpr):
         """Program -> (row n = b*F + f, head h, block of NWG * 64 query rows); see the module
-        docstring. ``qk_scale`` = softmax scale * log2(e)."""
+        docstring. qd/od: descriptors of q/out over (B*F, L, H, D) with [1, 64, 1, BLOCK_D] boxes,
+        kd/vd with [1, BLOCK_N, 1, BLOCK_D] boxes. ``qk_scale`` = softmax scale * log2(e)."""
         gl.static_assert(NWG == 3, "three consumer warp groups")
         gl.static_assert(STAGES >= LAG + 2, "the ring refills tile j-LAG's slot in iteration j")
-        dtype: gl.constexpr = q_ptr.dtype.element_ty
+        dtype: gl.constexpr = qd.dtype
         m0, nh, h, n, f, first, prev = _query_block(gl.program_id(0), L, H, F, NWG * _ROWS)
 
-        smem_l: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=SWIZZLE, element_bitwidth=16,
-                                                    rank=4)
-        qd = tma.make_tensor_descriptor(q_ptr, [N, L, H, D], [sq_n, sq_l, sq_h, 1],
-                                        [1, _ROWS, 1, BLOCK_D], smem_l)
-        kd = tma.make_tensor_descriptor(k_ptr, [N, L, H, D], [sk_n, sk_l, sk_h, 1],
-                                        [1, BLOCK_N, 1, BLOCK_D], smem_l)
-        vd = tma.make_tensor_descriptor(v_ptr, [N, L, H, D], [sv_n, sv_l, sv_h, 1],
-                                        [1, BLOCK_N, 1, BLOCK_D], smem_l)
-        od = tma.make_tensor_descriptor(o_ptr, [N, L, H, D], [so_n, so_l, so_h, 1],
-                                        [1, _ROWS, 1, BLOCK_D], smem_l)
+        smem_l: gl.constexpr = qd.layout
         q_smem = gl.allocate_shared_memory(dtype, [NWG, 1, _ROWS, 1, BLOCK_D], smem_l)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, 1, BLOCK_N, 1, BLOCK_D], smem_l)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES, 1, BLOCK_N, 1, BLOCK_D], smem_l)
@@ -233,13 +282,13 @@ if GLUON:
         gl.warp_specialize([
             (_consumer, (qd, kd, vd, od, lse_ptr, q_smem, k_smem, v_smem, q_bar, ready, empty, turn,
                          n, m0, h, f, first, prev, n_it, n_kb, nh, L, qk_scale,
-                         0, NWG, LAG, BLOCK_D, BLOCK_N, STAGES, EVEN_L)),
+                         0, NWG, LAG, BLOCK_D, BLOCK_N, STAGES, EVEN_L, DA, QB, VB)),
             (_consumer, (qd, kd, vd, od, lse_ptr, q_smem, k_smem, v_smem, q_bar, ready, empty, turn,
                          n, m0, h, f, first, prev, n_it, n_kb, nh, L, qk_scale,
-                         1, NWG, LAG, BLOCK_D, BLOCK_N, STAGES, EVEN_L)),
+                         1, NWG, LAG, BLOCK_D, BLOCK_N, STAGES, EVEN_L, DA, QB, VB)),
             (_consumer, (qd, kd, vd, od, lse_ptr, q_smem, k_smem, v_smem, q_bar, ready, empty, turn,
                          n, m0, h, f, first, prev, n_it, n_kb, nh, L, qk_scale,
-                         2, NWG, LAG, BLOCK_D, BLOCK_N, STAGES, EVEN_L)),
+                         2, NWG, LAG, BLOCK_D, BLOCK_N, STAGES, EVEN_L, DA, QB, VB)),
         ], [4, 4], [REGS, REGS])
 
 
@@ -248,12 +297,17 @@ def spatial_attention_fwd_hopper(q, k, v, out, lse, num_frames: int, scale: floa
     q, k, v that :func:`supported` accepts."""
     n, l, h, d = q.shape
     block_d = max(16, triton.next_power_of_2(d))
+    # 32 < D <= 48: matmuls at K = 48 and N = 40 / 48 over slices of the 64-wide tiles
+    da, qb, vb = (32, 16, 8 if d <= 40 else 16) if 32 < d <= 48 else (block_d, 0, 0)
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=min(128, 2 * block_d), element_bitwidth=16,
+                                  rank=4)
+
+    def desc(t, rows):
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, rows, 1, block_d], layout)
+
     grid = (n * h * triton.cdiv(l, GROUPS * ROWS),)
-    tma_workspace(q.device, lambda: _spatial_fwd_hopper_kernel[grid](
-        q, k, v, out, lse,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        n, l, h, num_frames, scale * 1.4426950408889634,
-        D=d, BLOCK_D=block_d, SWIZZLE=min(128, 2 * block_d), EVEN_L=l % BLOCK_N == 0,
-        NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES, LAG=LAG, REGS=REGS, num_warps=4),
-        needed=True)
+    _spatial_fwd_hopper_kernel[grid](
+        desc(q, ROWS), desc(k, BLOCK_N), desc(v, BLOCK_N), desc(out, ROWS), lse,
+        l, h, num_frames, scale * 1.4426950408889634,
+        BLOCK_D=block_d, EVEN_L=l % BLOCK_N == 0, NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES,
+        LAG=LAG, REGS=REGS, DA=da, QB=qb, VB=vb, num_warps=4)
