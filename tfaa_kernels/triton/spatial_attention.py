@@ -217,10 +217,11 @@ def _tile(a0, a1, n, row0, h, L, s_n, s_l, s_h, D: tl.constexpr, ROWS: tl.conste
 # ----------------------------------------------------------------- forward
 @triton.jit
 def _query_block(pid, L, H, F, BLOCK_M: tl.constexpr):
-    """Forward program ``pid`` -> (m0, nh, h, n, f, first, prev): query rows ``m0..m0+BLOCK_M`` of
-    row ``n = b*F + f``, head ``h`` (``nh = n*H + h``); ``first`` is the clip's frame 0 and ``prev``
-    frame prev(f), both as rows. Query blocks of one (n, h) are adjacent, so they share the K/V
-    tiles in L2. (Also called by the Gluon forward of spatial_attention_hopper.)"""
+    """Query-tile program ``pid`` (forward, dq) -> (m0, nh, h, n, f, first, prev): query rows
+    ``m0..m0+BLOCK_M`` of row ``n = b*F + f``, head ``h`` (``nh = n*H + h``); ``first`` is the
+    clip's frame 0 and ``prev`` frame prev(f), both as rows. Query blocks of one (n, h) are
+    adjacent, so they share the K/V tiles in L2. (Also called by the Gluon forward of
+    spatial_attention_hopper.)"""
     n_mb = tl.cdiv(L, BLOCK_M)
     m0 = (pid % n_mb) * BLOCK_M
     nh = pid // n_mb
@@ -385,13 +386,7 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
                 TMA: tl.constexpr, BLOCK_HELD: tl.constexpr, BLOCK_ITER: tl.constexpr):
     """dq of one query tile: row n, head h, rows ``m0..m0+BLOCK_HELD``; streams the key tiles of
     frame prev(f) (only when f >= 2) and then frame 0, like the forward."""
-    n_mb = tl.cdiv(L, BLOCK_HELD)
-    m0 = (pid % n_mb) * BLOCK_HELD
-    nh = pid // n_mb
-    h = nh % H
-    n = nh // H
-    f = n % F
-    first = n - f
+    m0, nh, h, n, f, first, prev = _query_block(pid, L, H, F, BLOCK_HELD)
 
     kd0, kd1 = _source(k_ptr, N, L, H, sk_n, sk_l, sk_h, D, BLOCK_ITER, BLOCK_D0, BLOCK_D1,
                        HAS_D1, TMA)
@@ -410,7 +405,7 @@ def _dq_program(pid, do_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, dq_ptr,
     n_kf = tl.where(f >= 2, 2, 1)        # key frames streamed: [prev(f),] first
     n_kb = tl.cdiv(L, BLOCK_ITER)
     for t in range(0, n_kf * n_kb):
-        kn = tl.where(t // n_kb == n_kf - 1, first, n - 1)
+        kn = tl.where(t // n_kb == n_kf - 1, first, prev)
         k0 = (t % n_kb) * BLOCK_ITER
         ka, kb = _tile(kd0, kd1, kn, k0, h, L, sk_n, sk_l, sk_h, D, BLOCK_ITER, BLOCK_D0,
                        BLOCK_D1, HAS_D1, TMA)
