@@ -99,11 +99,14 @@ def test_descriptor_eligibility_cpu():
 
 
 def test_hopper_forward_eligibility_cpu():
-    """The Gluon forward only takes what it is built for: CUDA sm_90, fp16/bf16, D <= 64,
-    descriptor-ready tensors; everything else (here: CPU tensors) goes to the Triton kernel."""
+    """The Gluon forward and backward only take what they are built for: CUDA sm_90, fp16/bf16,
+    D <= 64, descriptor-ready tensors; everything else (here: CPU tensors) goes to the Triton
+    kernels."""
     from tfaa_kernels.triton import spatial_attention_hopper as hopper
+    from tfaa_kernels.triton import spatial_attention_hopper_bwd as hopper_bwd
     q = torch.randn(2, 8, 2, 40, dtype=torch.bfloat16)
     assert not hopper.supported(q, q, q)
+    assert not hopper_bwd.supported(q, q, q, q)
 
 
 @needs_cpu_triton
@@ -188,12 +191,13 @@ def restore_kernel_configs():
 @pytest.mark.parametrize("d", [40, 64, 80, 160])
 def test_every_config_gpu(d, restore_kernel_configs, monkeypatch, poison):
     """Every forward and every backward config of the Triton kernels (the descriptor ones and the
-    pointer ones; the Hopper Gluon forward switched off), forced one at a time, on
+    pointer ones; the Hopper Gluon kernels switched off), forced one at a time, on
     descriptor-aligned packed views with L = 333 (ragged tiles) and F = 3, against the float64
     reference. (The GPU suite otherwise runs the first config only.)"""
     import triton
     from tfaa_kernels.triton import spatial_attention as sa
     monkeypatch.setattr(sa.hopper, "_ENABLED", False)
+    monkeypatch.setattr(sa.hopper_bwd, "_ENABLED", False)
     q, k, v, _ = packed_qkv(6, 333, 2, d, dtype=torch.bfloat16, device="cuda", pad=0)
     q, k, v = (t.detach() for t in (q, k, v))
     assert sa._static_meta(q, k, v)["TMA_OK"]
@@ -259,6 +263,41 @@ def test_hopper_forward_gpu(num_frames, l, h, d, dtype, poison):
         sa.hopper._ENABLED = True
     assert (lse - lse_t).abs().max().item() < 1e-5
     assert_close(out, out_t, TOL[dtype], "out vs Triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("num_frames,l,h,d", [(3, 333, 2, 40), (5, 256, 2, 64), (1, 200, 3, 40),
+                                               (16, 384, 2, 32), (2, 130, 1, 48), (4, 64, 2, 16)])
+def test_hopper_backward_gpu(num_frames, l, h, d, dtype, poison):
+    """The Gluon backward (sm_90, 16-bit, D <= 64): dq, dk, dv against float64 and against the
+    Triton launches on the same inputs. Same shapes as the forward's test: F = 1 (frame 0 reads
+    itself twice), 2, 16 (frame 0's keys read by 16 frames, the last frame's by none), ragged L
+    (the last streamed tile and the last 192-row held block partial), a held block past L
+    (L = 64), D = 40 and 48 split, D = 16 / 32 / 64 as one chunk; dout a transposed view."""
+    from tfaa_kernels.triton import spatial_attention as sa
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon backward is built for sm_90")
+    bf = 2 * num_frames if num_frames < 16 else 16
+    q, k, v, _ = packed_qkv(bf, l, h, d, dtype=dtype, device="cuda", pad=0)
+    q, k, v = (t.detach() for t in (q, k, v))
+    dout = torch.randn(bf, h, l, d, dtype=dtype, device="cuda").transpose(1, 2)
+    assert sa.hopper_bwd.supported(dout, q, k, v)
+    scale = 0.9 * d ** -0.5
+    out, lse = sa.spatial_attention_fwd(q, k, v, num_frames, scale)
+    grads = sa.spatial_attention_bwd(dout, q, k, v, out, lse, num_frames, scale)
+    d64 = [t.double().requires_grad_(True) for t in (q, k, v)]
+    ref = reference.first_adjacent_attention(*d64, num_frames, "spatial", scale)
+    for name, g, r in zip("qkv", grads, torch.autograd.grad(ref, d64, dout.double())):
+        assert g.is_contiguous() and g.dtype == dtype
+        assert_close(g, r, TOL[dtype], f"d{name}")
+    sa.hopper_bwd._ENABLED = False
+    try:
+        grads_t = sa.spatial_attention_bwd(dout, q, k, v, out, lse, num_frames, scale)
+    finally:
+        sa.hopper_bwd._ENABLED = True
+    for name, g, t in zip("qkv", grads, grads_t):
+        assert_close(g, t, 2e-3, f"d{name} vs Triton")
 
 
 @pytest.mark.gpu

@@ -33,6 +33,10 @@ The two are separate launches (constexpr PART), each autotuned and register-allo
 the dk/dv programs hold four fp32 accumulators and want a tall key tile with 4 warps, the dq
 programs two and run best with other tiles (S1, H100: dq 5.68 ms at 128x64 / 8 warps vs 6.09 at
 the dk/dv choice 128x32 / 4 warps).
+
+On sm_90 the tensors the Gluon forward takes (16-bit, D <= 64, descriptor-ready; dout too) run
+both parts as the Gluon kernels of :mod:`.spatial_attention_hopper_bwd` instead (same split, same
+outputs up to fp32 summation order, also atomic-free).
 """
 from __future__ import annotations
 
@@ -556,6 +560,10 @@ def spatial_attention_bwd(dout, q, k, v, out, lse, num_frames: int, scale: float
     n, l, h, d = q.shape
     delta = _delta(out, dout)
     dq, dk, dv = (empty((n, l, h, d), q.dtype, q.device) for _ in range(3))
+    if hopper_bwd.supported(dout, q, k, v):   # sm_90, 16-bit, D <= 64, TMA-ready: Gluon kernels
+        hopper_bwd.spatial_attention_bwd_hopper(dout, q, k, v, lse, delta, dq, dk, dv, num_frames,
+                                                scale)
+        return dq, dk, dv
     meta = _static_meta(q, q, dout, k, v)
     if triton_interpret():
         meta.update(_INTERP_BWD)
@@ -575,6 +583,7 @@ def spatial_attention_bwd(dout, q, k, v, out, lse, num_frames: int, scale: float
 
 # Imported last: the Gluon forward calls this module's _query_block and _tma_ok.
 from . import spatial_attention_hopper as hopper  # noqa: E402
+from . import spatial_attention_hopper_bwd as hopper_bwd  # noqa: E402
 
 register_impl("spatial_attention_fwd", "triton", spatial_attention_fwd)
 register_impl("spatial_attention_bwd", "triton", spatial_attention_bwd)

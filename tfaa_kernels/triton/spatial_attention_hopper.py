@@ -79,6 +79,25 @@ if GLUON:
     _ROWS = gl.constexpr(ROWS)
 
     @gluon.jit
+    def _ring_barriers(STAGES: gl.constexpr, NWG: gl.constexpr):
+        """The initialised mbarriers of a CTA's TMA ring and turn-taking: ``ready[s]`` (slot s's
+        tiles have landed: one expect-tx arrival), ``empty[s]`` (all NWG consumer groups are done
+        with slot s), ``turn[g]`` (group g may issue its matmuls; group 0's first turn is given).
+        Barriers initialised before the call are fenced with these. (Also used by the Gluon
+        backward of spatial_attention_hopper_bwd.)"""
+        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [NWG, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(ready.index(i), count=1)
+            mbarrier.init(empty.index(i), count=NWG)      # one arrive per consumer group
+        for i in gl.static_range(NWG):
+            mbarrier.init(turn.index(i), count=1)
+        fence_async_shared()
+        mbarrier.arrive(turn.index(0), count=1)           # group 0's matmuls go first
+        return ready, empty, turn
+
+    @gluon.jit
     def _load_kv(kd, vd, k_smem, v_smem, ready, t, n_it, n_kb, prev, first, h,
                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
         """TMA of key/value tile t (frame prev(f)'s tiles first, then frame 0's) into ring slot
@@ -247,17 +266,8 @@ if GLUON:
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, 1, BLOCK_N, 1, BLOCK_D], smem_l)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES, 1, BLOCK_N, 1, BLOCK_D], smem_l)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turn = gl.allocate_shared_memory(gl.int64, [NWG, 1], mbarrier.MBarrierLayout())
         mbarrier.init(q_bar, count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(ready.index(i), count=1)
-            mbarrier.init(empty.index(i), count=NWG)      # one arrive per consumer group
-        for i in gl.static_range(NWG):
-            mbarrier.init(turn.index(i), count=1)
-        fence_async_shared()
-        mbarrier.arrive(turn.index(0), count=1)           # group 0's matmuls go first
+        ready, empty, turn = _ring_barriers(STAGES, NWG)
 
         n_kb = gl.cdiv(L, BLOCK_N)
         n_it = gl.where(f >= 2, 2 * n_kb, n_kb)          # frames 0, 1: frame 0 once

@@ -1,0 +1,346 @@
+"""Hopper (sm_90) backward of first-adjacent attention, mode="spatial", in Gluon (DESIGN.md §1a).
+
+Same semantics, inputs and outputs as the two backward launches of ``spatial_attention`` (the
+dk/dv part and the dq part; see that module for the duplicate-key weights), for the shapes the
+Gluon forward of :mod:`.spatial_attention_hopper` takes: 16-bit tensors with head dims <= 64 that
+qualify for TMA descriptors. Atomic-free, so bitwise deterministic like the Triton launches.
+
+One kernel serves both parts (constexpr ``DQ``): a CTA holds ``3 x 64`` rows of two tensors of one
+frame and head (H1, H2), and streams 64-row tiles of two others (T1, T2) from the frames that pair
+with it, computing per tile
+
+    X = H1 T1^T,  Y = H2 T2^T                       ([64, 64] per consumer warp group)
+    P = exp2(X * scale * log2(e) - LSE * log2(e)),  dS = P * (Y - delta)
+
+- DQ = 0 (dk/dv): H1, H2 = k, v of key frame g; T1, T2 = q, dout of the frames reading it (all
+  frames for g = 0, weight 2 for query frames 0 and 1; frame g+1 otherwise); LSE and delta are
+  per streamed column. dV += P T2, dK += dS T1 (dK scaled at the end).
+- DQ = 1 (dq): H1, H2 = q, dout of frame f; T1, T2 = k, v of frames prev(f) (f >= 2) and 0; LSE
+  and delta per held row. dQ += dS T1, scaled (and doubled for frames 0 and 1) at the end.
+
+The pipeline is the forward's: three consumer warp groups per CTA (64 held rows each), a 5-slot
+TMA ring of T1/T2 tiles that group 0 refills, and in iteration j a group issues X_j and Y_j
+together with the accumulator updates of tile j-1, waits for all of them, then computes P_j and
+dS_j (in the dk/dv part with the LSE and delta of tile j+1 already loading). Turn-taking (``TURN``):
+the dq part hands the tensor cores from group to group when it has issued its matmuls (S1, H100:
+4.87 ms; 4.94 handing over at completion as the forward does, 5.24 without turns); the dk/dv part,
+with four products per tile, runs without turns (8.18 ms; 13.45 / 13.86 with them: the groups
+queued behind each other's long matmul chains, ncu showed ~47% of warp samples waiting for a
+turn). Head dims 33..48 run the products over the head dim at K = 48 and the accumulators at
+N = 40 or 48 (slices of the 64-wide shared tiles), as in the forward. S1 backward (with the delta
+pass): 13.1 ms vs 14.7 ms for the Triton launches (dk/dv 8.8, dq 5.7), S19-run 10.
+"""
+from __future__ import annotations
+
+import triton
+
+from .spatial_attention_hopper import GLUON, supported as _fwd_supported
+
+if GLUON:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma_wait
+    from .spatial_attention_hopper import _pv, _qk, _ring_barriers
+
+# Set to False to run the Triton launches instead (tests compare both on the same shapes).
+_ENABLED = True
+
+ROWS = 64          # held rows per consumer warp group (wgmma's M)
+GROUPS = 3         # consumer warp groups per CTA
+BLOCK_N = 64       # rows per streamed tile
+STAGES = 5         # ring slots (each holds a T1 and a T2 tile)
+LAG = 3            # group 0 refills the slot of tile j - LAG in iteration j
+REGS = 160         # registers per thread of the worker groups
+TURN = (0, 1)      # turn-taking of the dk/dv and the dq part (see the module docstring)
+
+
+def supported(dout, q, k, v) -> bool:
+    """Whether these kernels run the backward: what the Gluon forward takes, with dout readable
+    through TMA descriptors too."""
+    return _ENABLED and _fwd_supported(q, k, v) and _fwd_supported(dout, q, q)
+
+
+if GLUON:
+    _ROWS = gl.constexpr(ROWS)
+    _LOG2E = gl.constexpr(1.4426950408889634)
+
+    @gluon.jit
+    def _load_tiles(t1d, t2d, t1_smem, t2_smem, ready, t, n_it, n_tb, s0, s1, h,
+                    DQ: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        """TMA of streamed tile t (its T1 and T2 rows) into ring slot t % STAGES, completing
+        ``ready[slot]``; nothing past the last tile. DQ: the tiles of frame row s0 (prev(f)), then
+        of s1 (frame 0); otherwise of s0, s0 + 1, ... (n_tb tiles per frame)."""
+        slot = t % STAGES
+        if DQ:
+            on_s0 = (t < n_it - n_tb).to(gl.int32)
+            fn = s1 + on_s0 * (s0 - s1)
+        else:
+            fn = s0 + t // n_tb
+        r0 = (t % n_tb) * BLOCK_N
+        pred = t < n_it
+        bar = ready.index(slot)
+        mbarrier.expect(bar, t1d.block_type.nbytes + t2d.block_type.nbytes, pred=pred)
+        tma.async_copy_global_to_shared(t1d, [fn, r0, h, 0], bar, t1_smem.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(t2d, [fn, r0, h, 0], bar, t2_smem.index(slot), pred=pred)
+
+    @gluon.jit
+    def _col_stats(lse_ptr, delta_ptr, j, n_it, s0, wf, n_tb, h, H, L, BLOCK_N: gl.constexpr):
+        """dk/dv part: LSE (log2 units; +inf past L and past the last tile, so P = 0 there),
+        delta and the duplicate-key weight of streamed tile j's query rows (frame row
+        s0 + j // n_tb, clip frame wf + j // n_tb), one value per thread: the caller loads them a
+        tile ahead and spreads them over the score layout when it uses them."""
+        fi = j // n_tb
+        c_l: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        cols = (j % n_tb) * BLOCK_N + gl.arange(0, BLOCK_N, layout=c_l)
+        base = ((s0 + fi) * H + h).to(gl.int64) * L
+        ok = (cols < L) & (j < n_it)
+        lse = gl.load(lse_ptr + base + cols, mask=ok, other=float("inf")) * _LOG2E
+        delta = gl.load(delta_ptr + base + cols, mask=ok, other=0.0)
+        w = gl.where(wf + fi <= 1, 2.0, 1.0)
+        return lse, delta, w
+
+    @gluon.jit
+    def _p_ds(x, y, lse, delta, w, qk_scale, DQ: gl.constexpr, p_l: gl.constexpr,
+              dtype: gl.constexpr):
+        """P = exp2(X * qk_scale - LSE) (times the weight w) and dS = P (Y - delta), both in the
+        wgmma A-operand layout; LSE and delta per row (DQ) or per column."""
+        if DQ:
+            p = gl.exp2(x * qk_scale - gl.expand_dims(lse, 1))
+            ds = p * (y - gl.expand_dims(delta, 1))
+        else:
+            col_l: gl.constexpr = gl.SliceLayout(0, x.type.layout)
+            lse = gl.convert_layout(lse, col_l)
+            delta = gl.convert_layout(delta, col_l)
+            p = gl.exp2(x * qk_scale - gl.expand_dims(lse, 0)) * w
+            ds = p * (y - gl.expand_dims(delta, 0))
+        return gl.convert_layout(p.to(dtype), p_l), gl.convert_layout(ds.to(dtype), p_l)
+
+    @gluon.jit
+    def _store_acc(ptr, n, h, row0, acc_a, acc_b, c, L, H, D,
+                   a_l: gl.constexpr, b_l: gl.constexpr, DA: gl.constexpr, VB: gl.constexpr):
+        """Store c * [acc_a | acc_b] (head-dim columns [0, DA) and [DA, DA + VB)) to rows row0..
+        of frame row n, head h of a contiguous (B*F, L, H, D) tensor; rows >= L, columns >= D
+        dropped."""
+        rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, a_l))
+        cols = gl.arange(0, DA, layout=gl.SliceLayout(0, a_l))
+        off = ((n.to(gl.int64) * L + gl.expand_dims(rows, 1)) * H + h) * D + gl.expand_dims(cols, 0)
+        mask = gl.expand_dims(rows < L, 1) & gl.expand_dims(cols < D, 0)
+        gl.store(ptr + off, (acc_a * c).to(ptr.dtype.element_ty), mask=mask)
+        if VB > 0:
+            rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, b_l))
+            cols = DA + gl.arange(0, VB, layout=gl.SliceLayout(0, b_l))
+            off = (((n.to(gl.int64) * L + gl.expand_dims(rows, 1)) * H + h) * D
+                   + gl.expand_dims(cols, 0))
+            mask = gl.expand_dims(rows < L, 1) & gl.expand_dims(cols < D, 0)
+            gl.store(ptr + off, (acc_b * c).to(ptr.dtype.element_ty), mask=mask)
+
+    @gluon.jit
+    def _consumer(t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
+                  t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L, H, D,
+                  qk_scale, scale,
+                  WG: gl.constexpr, NWG: gl.constexpr, DQ: gl.constexpr, LAG: gl.constexpr,
+                  BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                  DA: gl.constexpr, QB: gl.constexpr, VB: gl.constexpr, TURN: gl.constexpr):
+        """Warp group WG: held rows r0 + 64 WG .. + 64 of frame row n, head h. acc1 is dQ (DQ) or
+        dK, acc2 dV (unused when DQ); ``_a`` over head-dim columns [0, DA), ``_b`` over
+        [DA, DA + VB) when the head dim is split (else a [64, 8] placeholder)."""
+        dtype: gl.constexpr = h1_smem.dtype
+        s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                      instr_shape=[16, BLOCK_N, 16])
+        a_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                      instr_shape=[16, DA, 16])
+        NB: gl.constexpr = VB if VB > 0 else 8
+        b_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                      instr_shape=[16, NB, 16])
+        p_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=a_l, k_width=2)
+        pb_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=b_l, k_width=2)
+        hq1 = h1_smem.index(WG).reshape([_ROWS, BLOCK_D])
+        hq2 = h2_smem.index(WG).reshape([_ROWS, BLOCK_D])
+        zero_s = gl.zeros([_ROWS, BLOCK_N], gl.float32, s_l)
+        acc1a = gl.zeros([_ROWS, DA], gl.float32, a_l)
+        acc1b = gl.zeros([_ROWS, NB], gl.float32, b_l)
+        acc2a = gl.zeros([_ROWS, DA], gl.float32, a_l)
+        acc2b = gl.zeros([_ROWS, NB], gl.float32, b_l)
+        row0 = r0 + WG * _ROWS
+        w = gl.to_tensor(1.0)
+        if DQ:   # per held (query) row
+            rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, s_l))
+            base = (n * H + h).to(gl.int64) * L
+            lse = gl.load(lse_ptr + base + rows, mask=rows < L, other=0.0) * _LOG2E
+            delta = gl.load(delta_ptr + base + rows, mask=rows < L, other=0.0)
+        else:    # per streamed (query) column, loaded a tile ahead
+            lse, delta, w = _col_stats(lse_ptr, delta_ptr, 0, n_it, s0, wf, n_tb, h, H, L,
+                                       BLOCK_N)
+        mine = turn.index(WG)
+        nxt = turn.index((WG + 1) % NWG)
+
+        mbarrier.wait(h_bar, 0)
+        if n_it > 0:
+            # tile 0: X, Y, P, dS only (no accumulator updates yet)
+            mbarrier.wait(ready.index(0), 0)
+            if TURN:
+                mbarrier.wait(mine, 0)
+            x_tok = _qk(hq1, t1_smem.index(0), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+            y_tok = _qk(hq2, t2_smem.index(0), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+            if TURN:
+                mbarrier.arrive(nxt, count=1)
+            if not DQ:
+                lse_n, delta_n, w_n = _col_stats(lse_ptr, delta_ptr, 1, n_it, s0, wf, n_tb, h, H,
+                                                 L, BLOCK_N)
+            x, y = warpgroup_mma_wait(0, deps=(x_tok, y_tok))
+            p16, ds16 = _p_ds(x, y, lse, delta, w, qk_scale, DQ, p_l, dtype)
+            if not DQ:
+                lse, delta, w = lse_n, delta_n, w_n
+            for j in range(1, n_it):
+                slot = j % STAGES
+                pslot = (j - 1) % STAGES
+                mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
+                if TURN:
+                    mbarrier.wait(mine, j & 1)
+                x_tok = _qk(hq1, t1_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+                y_tok = _qk(hq2, t2_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+                if not DQ:   # dV += P T2
+                    acc2a, acc2b = _pv(p16, t2_smem.index(pslot), acc2a, acc2b, pb_l, BLOCK_N,
+                                       BLOCK_D, DA, VB)
+                acc1a, acc1b = _pv(ds16, t1_smem.index(pslot), acc1a, acc1b, pb_l, BLOCK_N,
+                                   BLOCK_D, DA, VB)   # dQ += dS K, or dK += dS Q
+                if not DQ:   # the next tile's column statistics load under the matmuls
+                    lse_n, delta_n, w_n = _col_stats(lse_ptr, delta_ptr, j + 1, n_it, s0, wf,
+                                                     n_tb, h, H, L, BLOCK_N)
+                if TURN:   # the next group's matmuls may go
+                    mbarrier.arrive(nxt, count=1)
+                x, y, acc1a, acc1b, acc2a, acc2b = warpgroup_mma_wait(
+                    0, deps=(x_tok, y_tok, acc1a, acc1b, acc2a, acc2b))
+                mbarrier.arrive(empty.index(pslot), count=1)    # this group is done with j-1
+                if WG == 0:
+                    if j >= LAG:
+                        t = j - LAG
+                        mbarrier.wait(empty.index(t % STAGES), (t // STAGES) & 1)
+                        _load_tiles(t1d, t2d, t1_smem, t2_smem, ready, t + STAGES, n_it, n_tb,
+                                    s0, s1, h, DQ, BLOCK_N, STAGES)
+                p16, ds16 = _p_ds(x, y, lse, delta, w, qk_scale, DQ, p_l, dtype)
+                if not DQ:
+                    lse, delta, w = lse_n, delta_n, w_n
+            pslot = (n_it - 1) % STAGES
+            if not DQ:
+                acc2a, acc2b = _pv(p16, t2_smem.index(pslot), acc2a, acc2b, pb_l, BLOCK_N,
+                                   BLOCK_D, DA, VB)
+            acc1a, acc1b = _pv(ds16, t1_smem.index(pslot), acc1a, acc1b, pb_l, BLOCK_N, BLOCK_D,
+                               DA, VB)
+            acc1a, acc1b, acc2a, acc2b = warpgroup_mma_wait(0, deps=(acc1a, acc1b, acc2a, acc2b))
+
+        if DQ:   # the two copies of frame 0 for frames 0 and 1
+            _store_acc(g1_ptr, n, h, row0, acc1a, acc1b, scale * gl.where(wf <= 1, 2.0, 1.0),
+                       L, H, D, a_l, b_l, DA, VB)
+        else:
+            _store_acc(g1_ptr, n, h, row0, acc1a, acc1b, scale, L, H, D, a_l, b_l, DA, VB)
+            _store_acc(g2_ptr, n, h, row0, acc2a, acc2b, 1.0, L, H, D, a_l, b_l, DA, VB)
+
+    @gluon.jit
+    def _spatial_bwd_hopper_kernel(
+            h1d, h2d, t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, N, L, H, F, D, qk_scale,
+            scale,
+            DQ: gl.constexpr, BLOCK_D: gl.constexpr, NWG: gl.constexpr, BLOCK_N: gl.constexpr,
+            STAGES: gl.constexpr, LAG: gl.constexpr, REGS: gl.constexpr, DA: gl.constexpr,
+            QB: gl.constexpr, VB: gl.constexpr, TURN: gl.constexpr):
+        """Program -> (held frame row n, head h, block of NWG * 64 held rows); see the module
+        docstring. Descriptors over (B*F, L, H, D) with [1, 64, 1, BLOCK_D] boxes (held and
+        streamed tiles are both 64 rows). ``qk_scale`` = softmax scale * log2(e); g1, g2: dQ (DQ)
+        or dK, dV, contiguous (B*F, L, H, D)."""
+        gl.static_assert(NWG == 3, "three consumer warp groups")
+        gl.static_assert(STAGES >= LAG + 2, "the ring refills tile j-LAG's slot in iteration j")
+        dtype: gl.constexpr = h1d.dtype
+        pid = gl.program_id(0)
+        n_hb = gl.cdiv(L, NWG * _ROWS)
+        r0 = (pid % n_hb) * (NWG * _ROWS)
+        r = pid // n_hb
+        h = r % H
+        r = r // H
+        n_tb = gl.cdiv(L, BLOCK_N)
+        if DQ:   # query blocks of one (n, h) adjacent, so they share K/V tiles in L2
+            n = r
+            fr = n % F
+            s1 = n - fr                                   # frame 0
+            s0 = s1 + gl.maximum(fr - 1, 0)               # prev(f)
+            n_it = gl.where(fr >= 2, 2 * n_tb, n_tb)      # frames 0, 1: frame 0 once
+            wf = fr
+        else:    # key frame g slowest: frame-0 programs (F times the work) launch first
+            n_clips = N // F
+            s1 = (r % n_clips) * F                        # the clip's frame 0
+            g = r // n_clips
+            n = s1 + g
+            f_lo = gl.where(g == 0, 0, g + 1)             # readers: all frames, or frame g+1
+            f_hi = gl.where(g == 0, F, gl.minimum(g + 2, F))
+            s0 = s1 + f_lo
+            n_it = gl.maximum(f_hi - f_lo, 0) * n_tb
+            wf = f_lo
+
+        smem_l: gl.constexpr = h1d.layout
+        h1_smem = gl.allocate_shared_memory(dtype, [NWG, 1, _ROWS, 1, BLOCK_D], smem_l)
+        h2_smem = gl.allocate_shared_memory(dtype, [NWG, 1, _ROWS, 1, BLOCK_D], smem_l)
+        t1_smem = gl.allocate_shared_memory(dtype, [STAGES, 1, BLOCK_N, 1, BLOCK_D], smem_l)
+        t2_smem = gl.allocate_shared_memory(dtype, [STAGES, 1, BLOCK_N, 1, BLOCK_D], smem_l)
+        h_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(h_bar, count=1)
+        ready, empty, turn = _ring_barriers(STAGES, NWG)
+
+        mbarrier.expect(h_bar, NWG * (h1d.block_type.nbytes + h2d.block_type.nbytes))
+        for i in gl.static_range(NWG):
+            tma.async_copy_global_to_shared(h1d, [n, r0 + i * _ROWS, h, 0], h_bar,
+                                            h1_smem.index(i))
+            tma.async_copy_global_to_shared(h2d, [n, r0 + i * _ROWS, h, 0], h_bar,
+                                            h2_smem.index(i))
+        for i in gl.static_range(STAGES):
+            _load_tiles(t1d, t2d, t1_smem, t2_smem, ready, i, n_it, n_tb, s0, s1, h, DQ,
+                        BLOCK_N, STAGES)
+
+        # worker partitions take scalars as tensors (an int argument equal to 1 is a constexpr)
+        n = gl.to_tensor(n)
+        r0 = gl.to_tensor(r0)
+        h = gl.to_tensor(h)
+        s0 = gl.to_tensor(s0)
+        s1 = gl.to_tensor(s1)
+        wf = gl.to_tensor(wf)
+        n_tb = gl.to_tensor(n_tb)
+        n_it = gl.to_tensor(n_it)
+        L = gl.to_tensor(L)
+        H = gl.to_tensor(H)
+        D = gl.to_tensor(D)
+        gl.warp_specialize([
+            (_consumer, (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
+                         t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L,
+                         H, D, qk_scale, scale,
+                         0, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+            (_consumer, (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
+                         t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L,
+                         H, D, qk_scale, scale,
+                         1, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+            (_consumer, (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
+                         t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L,
+                         H, D, qk_scale, scale,
+                         2, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+        ], [4, 4], [REGS, REGS])
+
+
+def spatial_attention_bwd_hopper(dout, q, k, v, lse, delta, dq, dk, dv, num_frames: int,
+                                 scale: float) -> None:
+    """Fill dq, dk, dv ((B*F, L, H, D) contiguous, q's dtype) for tensors :func:`supported`
+    accepts; ``lse`` and ``delta`` (B*F, H, L) fp32 as in ``spatial_attention``."""
+    n, l, h, d = q.shape
+    block_d = max(16, triton.next_power_of_2(d))
+    da, qb, vb = (32, 16, 8 if d <= 40 else 16) if 32 < d <= 48 else (block_d, 0, 0)
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=min(128, 2 * block_d), element_bitwidth=16,
+                                  rank=4)
+
+    def desc(t):
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, ROWS, 1, block_d], layout)
+
+    grid = (n * h * triton.cdiv(l, GROUPS * ROWS),)
+    for dq_part, (h1, h2, t1, t2, g1, g2) in ((0, (k, v, q, dout, dk, dv)),
+                                             (1, (q, dout, k, v, dq, dq))):
+        _spatial_bwd_hopper_kernel[grid](
+            desc(h1), desc(h2), desc(t1), desc(t2), lse, delta, g1, g2, n, l, h, num_frames, d,
+            scale * 1.4426950408889634, scale,
+            DQ=dq_part, BLOCK_D=block_d, NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES, LAG=LAG,
+            REGS=REGS, DA=da, QB=qb, VB=vb, TURN=TURN[dq_part], num_warps=4)
