@@ -86,25 +86,26 @@ if GLUON:
 
     @gluon.jit
     def _col_stats(lse_ptr, delta_ptr, j, n_it, s0, wf, n_tb, h, H, L, BLOCK_N: gl.constexpr):
-        """dk/dv part: LSE (log2 units; +inf past L and past the last tile, so P = 0 there),
-        delta and the duplicate-key weight of streamed tile j's query rows (frame row
-        s0 + j // n_tb, clip frame wf + j // n_tb), one value per thread: the caller loads them a
-        tile ahead and spreads them over the score layout when it uses them."""
+        """dk/dv part: LSE and delta of streamed tile j's query rows (frame row s0 + j // n_tb,
+        clip frame wf + j // n_tb), one value per thread: the caller loads them a tile ahead and
+        spreads them over the score layout when it uses them. The LSE is in log2 units, less 1
+        for query frames 0 and 1 (P = 2^(X - LSE + 1) = 2 P: both copies of frame 0's keys), and
+        +inf past L and past the last tile (P = 0 there)."""
         fi = j // n_tb
         c_l: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         cols = (j % n_tb) * BLOCK_N + gl.arange(0, BLOCK_N, layout=c_l)
         base = ((s0 + fi) * H + h).to(gl.int64) * L
         ok = (cols < L) & (j < n_it)
-        lse = gl.load(lse_ptr + base + cols, mask=ok, other=float("inf")) * _LOG2E
+        dup = gl.where(wf + fi <= 1, 1.0, 0.0)
+        lse = gl.load(lse_ptr + base + cols, mask=ok, other=float("inf")) * _LOG2E - dup
         delta = gl.load(delta_ptr + base + cols, mask=ok, other=0.0)
-        w = gl.where(wf + fi <= 1, 2.0, 1.0)
-        return lse, delta, w
+        return lse, delta
 
     @gluon.jit
-    def _p_ds(x, y, lse, delta, w, qk_scale, DQ: gl.constexpr, p_l: gl.constexpr,
+    def _p_ds(x, y, lse, delta, qk_scale, DQ: gl.constexpr, p_l: gl.constexpr,
               dtype: gl.constexpr):
-        """P = exp2(X * qk_scale - LSE) (times the weight w) and dS = P (Y - delta), both in the
-        wgmma A-operand layout; LSE and delta per row (DQ) or per column."""
+        """P = exp2(X * qk_scale - LSE) and dS = P (Y - delta), both in the wgmma A-operand
+        layout; LSE and delta per row (DQ) or per column."""
         if DQ:
             p = gl.exp2(x * qk_scale - gl.expand_dims(lse, 1))
             ds = p * (y - gl.expand_dims(delta, 1))
@@ -112,7 +113,7 @@ if GLUON:
             col_l: gl.constexpr = gl.SliceLayout(0, x.type.layout)
             lse = gl.convert_layout(lse, col_l)
             delta = gl.convert_layout(delta, col_l)
-            p = gl.exp2(x * qk_scale - gl.expand_dims(lse, 0)) * w
+            p = gl.exp2(x * qk_scale - gl.expand_dims(lse, 0))
             ds = p * (y - gl.expand_dims(delta, 0))
         return gl.convert_layout(p.to(dtype), p_l), gl.convert_layout(ds.to(dtype), p_l)
 
@@ -163,14 +164,13 @@ if GLUON:
         acc2a = gl.zeros([_ROWS, DA], gl.float32, a_l)
         acc2b = gl.zeros([_ROWS, NB], gl.float32, b_l)
         row0 = r0 + WG * _ROWS
-        w = gl.to_tensor(1.0)
         if DQ:   # per held (query) row
             rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, s_l))
             base = (n * H + h).to(gl.int64) * L
             lse = gl.load(lse_ptr + base + rows, mask=rows < L, other=0.0) * _LOG2E
             delta = gl.load(delta_ptr + base + rows, mask=rows < L, other=0.0)
         else:    # per streamed (query) column, loaded a tile ahead
-            lse, delta, w = _col_stats(lse_ptr, delta_ptr, 0, n_it, s0, wf, n_tb, h, H, L,
+            lse, delta = _col_stats(lse_ptr, delta_ptr, 0, n_it, s0, wf, n_tb, h, H, L,
                                        BLOCK_N)
         mine = turn.index(WG)
         nxt = turn.index((WG + 1) % NWG)
@@ -186,12 +186,12 @@ if GLUON:
             if TURN:
                 mbarrier.arrive(nxt, count=1)
             if not DQ:
-                lse_n, delta_n, w_n = _col_stats(lse_ptr, delta_ptr, 1, n_it, s0, wf, n_tb, h, H,
+                lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, 1, n_it, s0, wf, n_tb, h, H,
                                                  L, BLOCK_N)
             x, y = warpgroup_mma_wait(0, deps=(x_tok, y_tok))
-            p16, ds16 = _p_ds(x, y, lse, delta, w, qk_scale, DQ, p_l, dtype)
+            p16, ds16 = _p_ds(x, y, lse, delta, qk_scale, DQ, p_l, dtype)
             if not DQ:
-                lse, delta, w = lse_n, delta_n, w_n
+                lse, delta = lse_n, delta_n
             for j in range(1, n_it):
                 slot = j % STAGES
                 pslot = (j - 1) % STAGES
@@ -206,7 +206,7 @@ if GLUON:
                 acc1a, acc1b = _pv(ds16, t1_smem.index(pslot), acc1a, acc1b, pb_l, BLOCK_N,
                                    BLOCK_D, DA, VB)   # dQ += dS K, or dK += dS Q
                 if not DQ:   # the next tile's column statistics load under the matmuls
-                    lse_n, delta_n, w_n = _col_stats(lse_ptr, delta_ptr, j + 1, n_it, s0, wf,
+                    lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, j + 1, n_it, s0, wf,
                                                      n_tb, h, H, L, BLOCK_N)
                 if TURN:   # the next group's matmuls may go
                     mbarrier.arrive(nxt, count=1)
@@ -219,9 +219,9 @@ if GLUON:
                         mbarrier.wait(empty.index(t % STAGES), (t // STAGES) & 1)
                         _load_tiles(t1d, t2d, t1_smem, t2_smem, ready, t + STAGES, n_it, n_tb,
                                     s0, s1, h, DQ, BLOCK_N, STAGES)
-                p16, ds16 = _p_ds(x, y, lse, delta, w, qk_scale, DQ, p_l, dtype)
+                p16, ds16 = _p_ds(x, y, lse, delta, qk_scale, DQ, p_l, dtype)
                 if not DQ:
-                    lse, delta, w = lse_n, delta_n, w_n
+                    lse, delta = lse_n, delta_n
             pslot = (n_it - 1) % STAGES
             if not DQ:
                 acc2a, acc2b = _pv(p16, t2_smem.index(pslot), acc2a, acc2b, pb_l, BLOCK_N,
