@@ -98,19 +98,25 @@ if GLUON:
         return ready, empty, turn
 
     @gluon.jit
-    def _load_kv(kd, vd, k_smem, v_smem, ready, t, n_it, n_kb, prev, first, h,
-                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-        """TMA of key/value tile t (frame prev(f)'s tiles first, then frame 0's) into ring slot
-        t % STAGES, completing ``ready[slot]``; nothing past the last tile."""
+    def _load_tiles(ad, bd, a_smem, b_smem, ready, t, n_it, n_tb, s0, s1, h,
+                    PREV_FIRST: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        """TMA of streamed tile t of two tensors (descriptors ad, bd: K and V in the forward) into
+        ring slot t % STAGES, completing ``ready[slot]``; nothing past the last tile (t >= n_it).
+        PREV_FIRST: the n_tb tiles of frame row s0 (prev(f)), then those of s1 (the clip's frame
+        0; n_it = n_tb when frame 0 is streamed once); otherwise those of frames s0, s0 + 1, ...
+        (the dk/dv part of spatial_attention_hopper_bwd, which uses this too)."""
         slot = t % STAGES
-        is_prev = (t < n_it - n_kb).to(gl.int32)
-        kn = first + is_prev * (prev - first)
-        k0 = (t % n_kb) * BLOCK_N
+        if PREV_FIRST:
+            on_s0 = (t < n_it - n_tb).to(gl.int32)
+            fn = s1 + on_s0 * (s0 - s1)
+        else:
+            fn = s0 + t // n_tb
+        r0 = (t % n_tb) * BLOCK_N
         pred = t < n_it
         bar = ready.index(slot)
-        mbarrier.expect(bar, kd.block_type.nbytes + vd.block_type.nbytes, pred=pred)
-        tma.async_copy_global_to_shared(kd, [kn, k0, h, 0], bar, k_smem.index(slot), pred=pred)
-        tma.async_copy_global_to_shared(vd, [kn, k0, h, 0], bar, v_smem.index(slot), pred=pred)
+        mbarrier.expect(bar, ad.block_type.nbytes + bd.block_type.nbytes, pred=pred)
+        tma.async_copy_global_to_shared(ad, [fn, r0, h, 0], bar, a_smem.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(bd, [fn, r0, h, 0], bar, b_smem.index(slot), pred=pred)
 
     @gluon.jit
     def _row_max(s):
@@ -224,8 +230,8 @@ if GLUON:
                 if j >= LAG:
                     t = j - LAG
                     mbarrier.wait(empty.index(t % STAGES), (t // STAGES) & 1)
-                    _load_kv(kd, vd, k_smem, v_smem, ready, t + STAGES, n_it, n_kb, prev, first, h,
-                             BLOCK_N, STAGES)
+                    _load_tiles(kd, vd, k_smem, v_smem, ready, t + STAGES, n_it, n_kb, prev,
+                                first, h, True, BLOCK_N, STAGES)
             m_i, l_i, o, ob, p16 = _softmax_step(s, j, m_i, l_i, o, ob, n_kb, L, qk_scale, s_l,
                                                  o_l, ob_l, p_l, dtype, BLOCK_N, EVEN_L, VB)
         o, ob = _pv(p16, v_smem.index((n_it - 1) % STAGES), o, ob, pb_l, BLOCK_N, BLOCK_D, DA, VB)
@@ -275,8 +281,8 @@ if GLUON:
         for i in gl.static_range(NWG):
             tma.async_copy_global_to_shared(qd, [n, m0 + i * _ROWS, h, 0], q_bar, q_smem.index(i))
         for i in gl.static_range(STAGES):
-            _load_kv(kd, vd, k_smem, v_smem, ready, i, n_it, n_kb, prev, first, h, BLOCK_N,
-                     STAGES)
+            _load_tiles(kd, vd, k_smem, v_smem, ready, i, n_it, n_kb, prev, first, h, True,
+                        BLOCK_N, STAGES)
 
         # worker partitions take scalars as tensors (an int argument equal to 1 is a constexpr)
         n = gl.to_tensor(n)

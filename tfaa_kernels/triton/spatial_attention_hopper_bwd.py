@@ -41,7 +41,7 @@ if GLUON:
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma_wait
-    from .spatial_attention_hopper import _pv, _qk, _ring_barriers
+    from .spatial_attention_hopper import _load_tiles, _pv, _qk, _ring_barriers
 
 # Set to False to run the Triton launches instead (tests compare both on the same shapes).
 _ENABLED = True
@@ -66,31 +66,12 @@ if GLUON:
     _LOG2E = gl.constexpr(1.4426950408889634)
 
     @gluon.jit
-    def _load_tiles(t1d, t2d, t1_smem, t2_smem, ready, t, n_it, n_tb, s0, s1, h,
-                    DQ: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-        """TMA of streamed tile t (its T1 and T2 rows) into ring slot t % STAGES, completing
-        ``ready[slot]``; nothing past the last tile. DQ: the tiles of frame row s0 (prev(f)), then
-        of s1 (frame 0); otherwise of s0, s0 + 1, ... (n_tb tiles per frame)."""
-        slot = t % STAGES
-        if DQ:
-            on_s0 = (t < n_it - n_tb).to(gl.int32)
-            fn = s1 + on_s0 * (s0 - s1)
-        else:
-            fn = s0 + t // n_tb
-        r0 = (t % n_tb) * BLOCK_N
-        pred = t < n_it
-        bar = ready.index(slot)
-        mbarrier.expect(bar, t1d.block_type.nbytes + t2d.block_type.nbytes, pred=pred)
-        tma.async_copy_global_to_shared(t1d, [fn, r0, h, 0], bar, t1_smem.index(slot), pred=pred)
-        tma.async_copy_global_to_shared(t2d, [fn, r0, h, 0], bar, t2_smem.index(slot), pred=pred)
-
-    @gluon.jit
     def _col_stats(lse_ptr, delta_ptr, j, n_it, s0, wf, n_tb, h, H, L, BLOCK_N: gl.constexpr):
         """dk/dv part: LSE and delta of streamed tile j's query rows (frame row s0 + j // n_tb,
         clip frame wf + j // n_tb), one value per thread: the caller loads them a tile ahead and
         spreads them over the score layout when it uses them. The LSE is in log2 units, less 1
-        for query frames 0 and 1 (P = 2^(X - LSE + 1) = 2 P: both copies of frame 0's keys), and
-        +inf past L and past the last tile (P = 0 there)."""
+        for query frames 0 and 1 (so their P comes out doubled: both copies of frame 0's keys
+        count), and +inf past L and past the last tile (P = 0 there)."""
         fi = j // n_tb
         c_l: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         cols = (j % n_tb) * BLOCK_N + gl.arange(0, BLOCK_N, layout=c_l)
@@ -118,23 +99,23 @@ if GLUON:
         return gl.convert_layout(p.to(dtype), p_l), gl.convert_layout(ds.to(dtype), p_l)
 
     @gluon.jit
-    def _store_acc(ptr, n, h, row0, acc_a, acc_b, c, L, H, D,
-                   a_l: gl.constexpr, b_l: gl.constexpr, DA: gl.constexpr, VB: gl.constexpr):
-        """Store c * [acc_a | acc_b] (head-dim columns [0, DA) and [DA, DA + VB)) to rows row0..
-        of frame row n, head h of a contiguous (B*F, L, H, D) tensor; rows >= L, columns >= D
-        dropped."""
-        rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, a_l))
-        cols = gl.arange(0, DA, layout=gl.SliceLayout(0, a_l))
+    def _store_cols(ptr, n, h, row0, col0, acc, c, L, H, D, acc_l: gl.constexpr,
+                    WIDTH: gl.constexpr):
+        """Store c * acc ([64, WIDTH] fp32) to rows row0.., head-dim columns col0.. of frame row n,
+        head h of a contiguous (B*F, L, H, D) tensor; rows >= L, columns >= D dropped."""
+        rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, acc_l))
+        cols = col0 + gl.arange(0, WIDTH, layout=gl.SliceLayout(0, acc_l))
         off = ((n.to(gl.int64) * L + gl.expand_dims(rows, 1)) * H + h) * D + gl.expand_dims(cols, 0)
         mask = gl.expand_dims(rows < L, 1) & gl.expand_dims(cols < D, 0)
-        gl.store(ptr + off, (acc_a * c).to(ptr.dtype.element_ty), mask=mask)
+        gl.store(ptr + off, (acc * c).to(ptr.dtype.element_ty), mask=mask)
+
+    @gluon.jit
+    def _store_acc(ptr, n, h, row0, acc_a, acc_b, c, L, H, D,
+                   a_l: gl.constexpr, b_l: gl.constexpr, DA: gl.constexpr, VB: gl.constexpr):
+        """Store c * [acc_a | acc_b]: head-dim columns [0, DA) and, when split, [DA, DA + VB)."""
+        _store_cols(ptr, n, h, row0, 0, acc_a, c, L, H, D, a_l, DA)
         if VB > 0:
-            rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, b_l))
-            cols = DA + gl.arange(0, VB, layout=gl.SliceLayout(0, b_l))
-            off = (((n.to(gl.int64) * L + gl.expand_dims(rows, 1)) * H + h) * D
-                   + gl.expand_dims(cols, 0))
-            mask = gl.expand_dims(rows < L, 1) & gl.expand_dims(cols < D, 0)
-            gl.store(ptr + off, (acc_b * c).to(ptr.dtype.element_ty), mask=mask)
+            _store_cols(ptr, n, h, row0, DA, acc_b, c, L, H, D, b_l, VB)
 
     @gluon.jit
     def _consumer(t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
@@ -170,8 +151,7 @@ if GLUON:
             lse = gl.load(lse_ptr + base + rows, mask=rows < L, other=0.0) * _LOG2E
             delta = gl.load(delta_ptr + base + rows, mask=rows < L, other=0.0)
         else:    # per streamed (query) column, loaded a tile ahead
-            lse, delta = _col_stats(lse_ptr, delta_ptr, 0, n_it, s0, wf, n_tb, h, H, L,
-                                       BLOCK_N)
+            lse, delta = _col_stats(lse_ptr, delta_ptr, 0, n_it, s0, wf, n_tb, h, H, L, BLOCK_N)
         mine = turn.index(WG)
         nxt = turn.index((WG + 1) % NWG)
 
@@ -186,8 +166,8 @@ if GLUON:
             if TURN:
                 mbarrier.arrive(nxt, count=1)
             if not DQ:
-                lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, 1, n_it, s0, wf, n_tb, h, H,
-                                                 L, BLOCK_N)
+                lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, 1, n_it, s0, wf, n_tb, h, H, L,
+                                            BLOCK_N)
             x, y = warpgroup_mma_wait(0, deps=(x_tok, y_tok))
             p16, ds16 = _p_ds(x, y, lse, delta, qk_scale, DQ, p_l, dtype)
             if not DQ:
@@ -206,8 +186,8 @@ if GLUON:
                 acc1a, acc1b = _pv(ds16, t1_smem.index(pslot), acc1a, acc1b, pb_l, BLOCK_N,
                                    BLOCK_D, DA, VB)   # dQ += dS K, or dK += dS Q
                 if not DQ:   # the next tile's column statistics load under the matmuls
-                    lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, j + 1, n_it, s0, wf,
-                                                     n_tb, h, H, L, BLOCK_N)
+                    lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, j + 1, n_it, s0, wf, n_tb,
+                                                h, H, L, BLOCK_N)
                 if TURN:   # the next group's matmuls may go
                     mbarrier.arrive(nxt, count=1)
                 x, y, acc1a, acc1b, acc2a, acc2b = warpgroup_mma_wait(
