@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import triton
 
+from .spatial_attention import _tma_ok
 from .spatial_attention_hopper import GLUON, supported as _fwd_supported
 
 if GLUON:
@@ -56,9 +57,10 @@ TURN = (0, 1)      # turn-taking of the dk/dv and the dq part (see the module do
 
 
 def supported(dout, q, k, v) -> bool:
-    """Whether these kernels run the backward: what the Gluon forward takes, with dout readable
-    through TMA descriptors too."""
-    return _ENABLED and _fwd_supported(q, k, v) and _fwd_supported(dout, q, q)
+    """Whether these kernels run the backward: what the Gluon forward takes, with dout (q's dtype)
+    readable through TMA descriptors too."""
+    return (_ENABLED and _fwd_supported(q, k, v) and dout.dtype == q.dtype
+            and _tma_ok(dout))
 
 
 if GLUON:
