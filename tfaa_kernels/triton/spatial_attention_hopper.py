@@ -308,22 +308,36 @@ if GLUON:
         ], [4, 4], [REGS, REGS])
 
 
+class HeadDimPlan:
+    """How the Gluon kernels run head dim ``d``: shared tiles ``block_d`` wide (a power of two,
+    >= 16, zero-filled past d by the copy engine), products over the head dim at K = DA + QB and
+    accumulators at N = DA (+ VB). 32 < d <= 48: K = 48 and N = 40 / 48 over slices of the 64-wide
+    tiles (QB, VB > 0); otherwise everything at block_d (QB = VB = 0)."""
+
+    def __init__(self, d: int):
+        self.block_d = max(16, triton.next_power_of_2(d))
+        self.da, self.qb, self.vb = ((32, 16, 8 if d <= 40 else 16) if 32 < d <= 48
+                                     else (self.block_d, 0, 0))
+        self.layout = gl.NVMMASharedLayout(swizzle_byte_width=min(128, 2 * self.block_d),
+                                           element_bitwidth=16, rank=4)
+
+    def desc(self, t, rows: int):
+        """Host TMA descriptor of a (B*F, L, H, D) tensor with [1, rows, 1, block_d] boxes."""
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, rows, 1, self.block_d],
+                                self.layout)
+
+    def constexprs(self) -> dict:
+        return {"BLOCK_D": self.block_d, "DA": self.da, "QB": self.qb, "VB": self.vb}
+
+
 def spatial_attention_fwd_hopper(q, k, v, out, lse, num_frames: int, scale: float) -> None:
     """Fill ``out`` ((B*F, L, H, D) contiguous, q's dtype) and ``lse`` ((B*F, H, L) fp32) for
     q, k, v that :func:`supported` accepts."""
     n, l, h, d = q.shape
-    block_d = max(16, triton.next_power_of_2(d))
-    # 32 < D <= 48: matmuls at K = 48 and N = 40 / 48 over slices of the 64-wide tiles
-    da, qb, vb = (32, 16, 8 if d <= 40 else 16) if 32 < d <= 48 else (block_d, 0, 0)
-    layout = gl.NVMMASharedLayout(swizzle_byte_width=min(128, 2 * block_d), element_bitwidth=16,
-                                  rank=4)
-
-    def desc(t, rows):
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, rows, 1, block_d], layout)
-
+    plan = HeadDimPlan(d)
     grid = (n * h * triton.cdiv(l, GROUPS * ROWS),)
     _spatial_fwd_hopper_kernel[grid](
-        desc(q, ROWS), desc(k, BLOCK_N), desc(v, BLOCK_N), desc(out, ROWS), lse,
+        plan.desc(q, ROWS), plan.desc(k, BLOCK_N), plan.desc(v, BLOCK_N), plan.desc(out, ROWS), lse,
         l, h, num_frames, scale * 1.4426950408889634,
-        BLOCK_D=block_d, EVEN_L=l % BLOCK_N == 0, NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES,
-        LAG=LAG, REGS=REGS, DA=da, QB=qb, VB=vb, num_warps=4)
+        EVEN_L=l % BLOCK_N == 0, NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES,
+        LAG=LAG, REGS=REGS, num_warps=4, **plan.constexprs())

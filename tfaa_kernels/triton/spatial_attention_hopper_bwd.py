@@ -35,12 +35,11 @@ from __future__ import annotations
 import triton
 
 from .spatial_attention import _tma_ok
-from .spatial_attention_hopper import GLUON, supported as _fwd_supported
+from .spatial_attention_hopper import GLUON, HeadDimPlan, supported as _fwd_supported
 
 if GLUON:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma_wait
     from .spatial_attention_hopper import _load_tiles, _pv, _qk, _ring_barriers
 
@@ -49,7 +48,7 @@ _ENABLED = True
 
 ROWS = 64          # held rows per consumer warp group (wgmma's M)
 GROUPS = 3         # consumer warp groups per CTA
-BLOCK_N = 64       # rows per streamed tile
+BLOCK_N = ROWS     # rows per streamed tile (= ROWS: one descriptor per tensor serves both)
 STAGES = 5         # ring slots (each holds a T1 and a T2 tile)
 LAG = 3            # group 0 refills the slot of tile j - LAG in iteration j
 REGS = 160         # registers per thread of the worker groups
@@ -310,19 +309,13 @@ def spatial_attention_bwd_hopper(dout, q, k, v, lse, delta, dq, dk, dv, num_fram
     """Fill dq, dk, dv ((B*F, L, H, D) contiguous, q's dtype) for tensors :func:`supported`
     accepts; ``lse`` and ``delta`` (B*F, H, L) fp32 as in ``spatial_attention``."""
     n, l, h, d = q.shape
-    block_d = max(16, triton.next_power_of_2(d))
-    da, qb, vb = (32, 16, 8 if d <= 40 else 16) if 32 < d <= 48 else (block_d, 0, 0)
-    layout = gl.NVMMASharedLayout(swizzle_byte_width=min(128, 2 * block_d), element_bitwidth=16,
-                                  rank=4)
-
-    def desc(t):
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, ROWS, 1, block_d], layout)
-
+    plan = HeadDimPlan(d)
+    qd, kd, vd, dod = (plan.desc(t, ROWS) for t in (q, k, v, dout))   # held and streamed
     grid = (n * h * triton.cdiv(l, GROUPS * ROWS),)
-    for dq_part, (h1, h2, t1, t2, g1, g2) in ((0, (k, v, q, dout, dk, dv)),
-                                             (1, (q, dout, k, v, dq, dq))):
+    for dq_part, (h1, h2, t1, t2, g1, g2) in ((0, (kd, vd, qd, dod, dk, dv)),
+                                             (1, (qd, dod, kd, vd, dq, dq))):
         _spatial_bwd_hopper_kernel[grid](
-            desc(h1), desc(h2), desc(t1), desc(t2), lse, delta, g1, g2, n, l, h, num_frames, d,
+            h1, h2, t1, t2, lse, delta, g1, g2, n, l, h, num_frames, d,
             scale * 1.4426950408889634, scale,
-            DQ=dq_part, BLOCK_D=block_d, NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES, LAG=LAG,
-            REGS=REGS, DA=da, QB=qb, VB=vb, TURN=TURN[dq_part], num_warps=4)
+            DQ=dq_part, NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES, LAG=LAG, REGS=REGS,
+            TURN=TURN[dq_part], num_warps=4, **plan.constexprs())
