@@ -5,7 +5,7 @@ dk/dv part and the dq part; see that module for the duplicate-key weights), for 
 Gluon forward of :mod:`.spatial_attention_hopper` takes: 16-bit tensors with head dims <= 64 that
 qualify for TMA descriptors. Atomic-free, so bitwise deterministic like the Triton launches.
 
-One kernel serves both parts (constexpr ``DQ``): a CTA holds ``3 x 64`` rows of two tensors of one
+One kernel serves both parts (constexpr ``DQ``): a CTA holds ``NWG x 64`` rows of two tensors of one
 frame and head (H1, H2), and streams 64-row tiles of two others (T1, T2) from the frames that pair
 with it, computing per tile
 
@@ -18,17 +18,21 @@ with it, computing per tile
 - DQ = 1 (dq): H1, H2 = q, dout of frame f; T1, T2 = k, v of frames prev(f) (f >= 2) and 0; LSE
   and delta per held row. dQ += dS T1, scaled (and doubled for frames 0 and 1) at the end.
 
-The pipeline is the forward's: three consumer warp groups per CTA (64 held rows each), a 5-slot
-TMA ring of T1/T2 tiles that group 0 refills, and in iteration j a group issues X_j and Y_j
-together with the accumulator updates of tile j-1, waits for all of them, then computes P_j and
-dS_j (in the dk/dv part with the LSE and delta of tile j+1 already loading). Turn-taking (``TURN``):
-the dq part hands the tensor cores from group to group when it has issued its matmuls (S1, H100:
-4.87 ms; 4.94 handing over at completion as the forward does, 5.24 without turns); the dk/dv part,
-with four products per tile, runs without turns (8.18 ms; 13.45 / 13.86 with them: the groups
-queued behind each other's long matmul chains, ncu showed ~47% of warp samples waiting for a
-turn). Head dims 33..48 run the products over the head dim at K = 48 and the accumulators at
-N = 40 or 48 (slices of the 64-wide shared tiles), as in the forward. S1 backward (with the delta
-pass): 13.1 ms vs 14.7 ms for the Triton launches (dk/dv 8.8, dq 5.7), S19-run 10.
+The pipeline is the forward's: consumer warp groups of 64 held rows each, a 5-slot TMA ring of
+T1/T2 tiles that group 0 refills, and in iteration j a group issues X_j and Y_j together with the
+accumulator updates of tile j-1, waits for all of them, then computes P_j and dS_j (in the dk/dv
+part with the LSE and delta of tile j+1 already loading). Turn-taking (``TURN``): the dq part hands
+the tensor cores from group to group when it has issued its matmuls (S1, H100: 4.87 ms; 4.94
+handing over at completion as the forward does, 5.24 without turns); the dk/dv part, with four
+products per tile, runs without turns (8.18 ms; 13.45 / 13.86 with them: the groups queued behind
+each other's long matmul chains, ncu showed ~47% of warp samples waiting for a turn). Groups
+(``GROUPS``): the dq part runs three per CTA at 160 registers; the dk/dv part two at 240 (S1
+7.85-7.90 ms vs 8.15-8.19 for three; D = 64: 8.17 vs 11.98; S20-runs 7, 8, 10): at 168 registers
+ptxas serialized its wgmmas (each waited for the previous one) at D = 40 / 48 and spilled at D = 40
+/ 48 / 64; with two groups it does neither. Head dims 33..48 run the products over the head dim at
+K = 48 and the accumulators at N = 40 or 48 (slices of the 64-wide shared tiles), as in the
+forward. S1 backward (with the delta pass): 13.1 ms vs 14.7 ms for the Triton launches (dk/dv 8.8,
+dq 5.7), S19-run 10.
 """
 from __future__ import annotations
 
@@ -47,11 +51,11 @@ if GLUON:
 _ENABLED = True
 
 ROWS = 64          # held rows per consumer warp group (wgmma's M)
-GROUPS = 3         # consumer warp groups per CTA
+GROUPS = (2, 3)    # consumer warp groups per CTA, dk/dv and dq part
 BLOCK_N = ROWS     # rows per streamed tile (= ROWS: one descriptor per tensor serves both)
 STAGES = 5         # ring slots (each holds a T1 and a T2 tile)
 LAG = 3            # group 0 refills the slot of tile j - LAG in iteration j
-REGS = 160         # registers per thread of the worker groups
+REGS = (240, 160)  # registers per thread of the worker groups, dk/dv and dq part
 TURN = (0, 1)      # turn-taking of the dk/dv and the dq part (see the module docstring)
 
 
@@ -119,15 +123,15 @@ if GLUON:
             _store_cols(ptr, n, h, row0, DA, acc_b, c, L, H, D, b_l, VB)
 
     @gluon.jit
-    def _consumer(t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
-                  t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L, H, D,
-                  qk_scale, scale,
-                  WG: gl.constexpr, NWG: gl.constexpr, DQ: gl.constexpr, LAG: gl.constexpr,
+    def _consumer(rt, WG: gl.constexpr, NWG: gl.constexpr, DQ: gl.constexpr, LAG: gl.constexpr,
                   BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                   DA: gl.constexpr, QB: gl.constexpr, VB: gl.constexpr, TURN: gl.constexpr):
         """Warp group WG: held rows r0 + 64 WG .. + 64 of frame row n, head h. acc1 is dQ (DQ) or
         dK, acc2 dV (unused when DQ); ``_a`` over head-dim columns [0, DA), ``_b`` over
-        [DA, DA + VB) when the head dim is split (else a [64, 8] placeholder)."""
+        [DA, DA + VB) when the head dim is split (else a [64, 8] placeholder). ``rt``: the
+        kernel's runtime values, one tuple (see the kernel)."""
+        (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem, t2_smem, h_bar,
+         ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L, H, D, qk_scale, scale) = rt
         dtype: gl.constexpr = h1_smem.dtype
         s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                       instr_shape=[16, BLOCK_N, 16])
@@ -229,7 +233,7 @@ if GLUON:
         docstring. Descriptors over (B*F, L, H, D) with [1, 64, 1, BLOCK_D] boxes (held and
         streamed tiles are both 64 rows). ``qk_scale`` = softmax scale * log2(e); g1, g2: dQ (DQ)
         or dK, dV, contiguous (B*F, L, H, D)."""
-        gl.static_assert(NWG == 3, "three consumer warp groups")
+        gl.static_assert(NWG == 2 or NWG == 3, "two or three consumer warp groups")
         gl.static_assert(STAGES >= LAG + 2, "the ring refills tile j-LAG's slot in iteration j")
         dtype: gl.constexpr = h1d.dtype
         pid = gl.program_id(0)
@@ -288,20 +292,19 @@ if GLUON:
         L = gl.to_tensor(L)
         H = gl.to_tensor(H)
         D = gl.to_tensor(D)
-        gl.warp_specialize([
-            (_consumer, (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
-                         t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L,
-                         H, D, qk_scale, scale,
-                         0, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
-            (_consumer, (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
-                         t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L,
-                         H, D, qk_scale, scale,
-                         1, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
-            (_consumer, (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem,
-                         t2_smem, h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L,
-                         H, D, qk_scale, scale,
-                         2, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
-        ], [4, 4], [REGS, REGS])
+        rt = (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem, t2_smem,
+              h_bar, ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L, H, D, qk_scale, scale)
+        if NWG == 3:
+            gl.warp_specialize([
+                (_consumer, (rt, 0, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+                (_consumer, (rt, 1, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+                (_consumer, (rt, 2, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+            ], [4, 4], [REGS, REGS])
+        else:   # the dk/dv part: two groups with more registers each
+            gl.warp_specialize([
+                (_consumer, (rt, 0, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+                (_consumer, (rt, 1, NWG, DQ, LAG, BLOCK_D, BLOCK_N, STAGES, DA, QB, VB, TURN)),
+            ], [4], [REGS])
 
 
 def spatial_attention_bwd_hopper(dout, q, k, v, lse, delta, dq, dk, dv, num_frames: int,
@@ -311,11 +314,11 @@ def spatial_attention_bwd_hopper(dout, q, k, v, lse, delta, dq, dk, dv, num_fram
     n, l, h, d = q.shape
     plan = HeadDimPlan(d)
     qd, kd, vd, dod = (plan.desc(t, ROWS) for t in (q, k, v, dout))   # held and streamed
-    grid = (n * h * triton.cdiv(l, GROUPS * ROWS),)
     for dq_part, (h1, h2, t1, t2, g1, g2) in ((0, (kd, vd, qd, dod, dk, dv)),
                                              (1, (qd, dod, kd, vd, dq, dq))):
+        grid = (n * h * triton.cdiv(l, GROUPS[dq_part] * ROWS),)
         _spatial_bwd_hopper_kernel[grid](
             h1, h2, t1, t2, lse, delta, g1, g2, n, l, h, num_frames, d,
             scale * 1.4426950408889634, scale,
-            DQ=dq_part, NWG=GROUPS, BLOCK_N=BLOCK_N, STAGES=STAGES, LAG=LAG, REGS=REGS,
-            TURN=TURN[dq_part], num_warps=4, **plan.constexprs())
+            DQ=dq_part, NWG=GROUPS[dq_part], BLOCK_N=BLOCK_N, STAGES=STAGES, LAG=LAG,
+            REGS=REGS[dq_part], TURN=TURN[dq_part], num_warps=4, **plan.constexprs())
