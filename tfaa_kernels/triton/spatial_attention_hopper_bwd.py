@@ -18,21 +18,25 @@ with it, computing per tile
 - DQ = 1 (dq): H1, H2 = q, dout of frame f; T1, T2 = k, v of frames prev(f) (f >= 2) and 0; LSE
   and delta per held row. dQ += dS T1, scaled (and doubled for frames 0 and 1) at the end.
 
-The pipeline is the forward's: consumer warp groups of 64 held rows each, a 5-slot TMA ring of
-T1/T2 tiles that group 0 refills, and in iteration j a group issues X_j and Y_j together with the
-accumulator updates of tile j-1, waits for all of them, then computes P_j and dS_j (in the dk/dv
-part with the LSE and delta of tile j+1 already loading). Turn-taking (``TURN``): the dq part hands
-the tensor cores from group to group when it has issued its matmuls (S1, H100: 4.87 ms; 4.94
-handing over at completion as the forward does, 5.24 without turns); the dk/dv part, with four
-products per tile, runs without turns (8.18 ms; 13.45 / 13.86 with them: the groups queued behind
-each other's long matmul chains, ncu showed ~47% of warp samples waiting for a turn). Groups
-(``GROUPS``): the dq part runs three per CTA at 160 registers; the dk/dv part two at 240 (S1
-7.85-7.90 ms vs 8.15-8.19 for three; D = 64: 8.17 vs 11.98; S20-runs 7, 8, 10): at 168 registers
-ptxas serialized its wgmmas (each waited for the previous one) at D = 40 / 48 and spilled at D = 40
-/ 48 / 64; with two groups it does neither. Head dims 33..48 run the products over the head dim at
-K = 48 and the accumulators at N = 40 or 48 (slices of the 64-wide shared tiles), as in the
-forward. S1 backward (with the delta pass): 13.1 ms vs 14.7 ms for the Triton launches (dk/dv 8.8,
-dq 5.7), S19-run 10.
+The pipeline is the forward's: consumer warp groups of 64 held rows each, a TMA ring of T1/T2 tiles
+that group 0 refills, and in iteration j a group issues X_j and Y_j together with the accumulator
+updates of tile j-1, waits for all of them, then computes P_j and dS_j (in the dk/dv part with the
+LSE and delta of tile j+1 already loading). Turn-taking (``TURN``): the dq part hands the tensor
+cores from group to group when it has issued its matmuls (S1, H100: 4.87 ms; 4.94 handing over at
+completion as the forward does, 5.24 without turns); the dk/dv part, with four products per tile,
+runs without turns (8.18 ms; 13.45 / 13.86 with them: the groups queued behind each other's long
+matmul chains, ncu showed ~47% of warp samples waiting for a turn). Groups (``GROUPS``): the dq
+part runs three per CTA at 160 registers; the dk/dv part two at 240 (S1 7.85-7.90 ms vs 8.15-8.19
+for three; D = 64: 8.17 vs 11.98; S20-runs 7, 8, 10): at 168 registers ptxas serialized its wgmmas
+(each waited for the previous one) at D = 40 / 48 and spilled at D = 40 / 48 / 64; with two groups
+it does neither. The dk/dv part's ring has 8 slots (refilled 5 tiles behind), the dq part's 5: a
+power of two keeps the slot and phase arithmetic (modulo 5: a high multiply, a shift and a
+multiply-add per use, part of the ~31% of the loop's issue samples spent on integer and
+uniform-datapath work, ncu S20-run 6) to masks and shifts; dk/dv S1 7.45 ms vs 7.90 (S20-runs 15,
+16; 4 slots 7.57), the dq part unchanged (4.97 / 5.00 vs 4.99). Head dims 33..48 run the products
+over the head dim at K = 48 and the accumulators at N = 40 or 48 (slices of the 64-wide shared
+tiles), as in the forward. S1 backward (with the delta pass): 13.1 ms vs 14.7 ms for the Triton
+launches (dk/dv 8.8, dq 5.7), S19-run 10.
 """
 from __future__ import annotations
 
@@ -53,8 +57,8 @@ _ENABLED = True
 ROWS = 64          # held rows per consumer warp group (wgmma's M)
 GROUPS = (2, 3)    # consumer warp groups per CTA, dk/dv and dq part
 BLOCK_N = ROWS     # rows per streamed tile (= ROWS: one descriptor per tensor serves both)
-STAGES = 5         # ring slots (each holds a T1 and a T2 tile)
-LAG = 3            # group 0 refills the slot of tile j - LAG in iteration j
+STAGES = (8, 5)    # ring slots (each holds a T1 and a T2 tile), dk/dv and dq part
+LAG = (5, 3)       # group 0 refills the slot of tile j - LAG in iteration j
 REGS = (240, 160)  # registers per thread of the worker groups, dk/dv and dq part
 TURN = (0, 1)      # turn-taking of the dk/dv and the dq part (see the module docstring)
 
@@ -320,5 +324,6 @@ def spatial_attention_bwd_hopper(dout, q, k, v, lse, delta, dq, dk, dv, num_fram
         _spatial_bwd_hopper_kernel[grid](
             h1, h2, t1, t2, lse, delta, g1, g2, n, l, h, num_frames, d,
             scale * 1.4426950408889634, scale,
-            DQ=dq_part, NWG=GROUPS[dq_part], BLOCK_N=BLOCK_N, STAGES=STAGES, LAG=LAG,
-            REGS=REGS[dq_part], TURN=TURN[dq_part], num_warps=4, **plan.constexprs())
+            DQ=dq_part, NWG=GROUPS[dq_part], BLOCK_N=BLOCK_N, STAGES=STAGES[dq_part],
+            LAG=LAG[dq_part], REGS=REGS[dq_part], TURN=TURN[dq_part], num_warps=4,
+            **plan.constexprs())
