@@ -5,11 +5,11 @@ dk/dv part and the dq part; see that module for the duplicate-key weights), for 
 Gluon forward of :mod:`.spatial_attention_hopper` takes: 16-bit tensors with head dims <= 64 that
 qualify for TMA descriptors. Atomic-free, so bitwise deterministic like the Triton launches.
 
-One kernel serves both parts (constexpr ``DQ``): a CTA holds ``NWG x 64`` rows of two tensors of one
-frame and head (H1, H2), and streams 64-row tiles of two others (T1, T2) from the frames that pair
-with it, computing per tile
+One kernel serves both parts (constexpr ``DQ``): a CTA holds ``NWG x 64`` rows of two tensors of
+one frame and head (H1, H2), and streams BLOCK_N-row tiles of two others (T1, T2) from the frames
+that pair with it, computing per tile
 
-    X = H1 T1^T,  Y = H2 T2^T                       ([64, 64] per consumer warp group)
+    X = H1 T1^T,  Y = H2 T2^T                       ([64, BLOCK_N] per consumer warp group)
     P = exp2(X * scale * log2(e) - LSE * log2(e)),  dS = P * (Y - delta)
 
 - DQ = 0 (dk/dv): H1, H2 = k, v of key frame g; T1, T2 = q, dout of the frames reading it (all
@@ -18,25 +18,27 @@ with it, computing per tile
 - DQ = 1 (dq): H1, H2 = q, dout of frame f; T1, T2 = k, v of frames prev(f) (f >= 2) and 0; LSE
   and delta per held row. dQ += dS T1, scaled (and doubled for frames 0 and 1) at the end.
 
-The pipeline is the forward's: consumer warp groups of 64 held rows each, a TMA ring of T1/T2 tiles
-that group 0 refills, and in iteration j a group issues X_j and Y_j together with the accumulator
-updates of tile j-1, waits for all of them, then computes P_j and dS_j (in the dk/dv part with the
-LSE and delta of tile j+1 already loading). Turn-taking (``TURN``): the dq part hands the tensor
-cores from group to group when it has issued its matmuls (S1, H100: 4.87 ms; 4.94 handing over at
-completion as the forward does, 5.24 without turns); the dk/dv part, with four products per tile,
-runs without turns (8.18 ms; 13.45 / 13.86 with them: the groups queued behind each other's long
-matmul chains, ncu showed ~47% of warp samples waiting for a turn). Groups (``GROUPS``): the dq
-part runs three per CTA at 160 registers; the dk/dv part two at 240 (S1 7.85-7.90 ms vs 8.15-8.19
-for three; D = 64: 8.17 vs 11.98; S20-runs 7, 8, 10): at 168 registers ptxas serialized its wgmmas
-(each waited for the previous one) at D = 40 / 48 and spilled at D = 40 / 48 / 64; with two groups
-it does neither. The dk/dv part's ring has 8 slots (refilled 5 tiles behind), the dq part's 5: a
-power of two keeps the slot and phase arithmetic (modulo 5: a high multiply, a shift and a
-multiply-add per use, part of the ~31% of the loop's issue samples spent on integer and
-uniform-datapath work, ncu S20-run 6) to masks and shifts; dk/dv S1 7.45 ms vs 7.90 (S20-runs 15,
-16; 4 slots 7.57), the dq part unchanged (4.97 / 5.00 vs 4.99). Head dims 33..48 run the products
-over the head dim at K = 48 and the accumulators at N = 40 or 48 (slices of the 64-wide shared
-tiles), as in the forward. S1 backward (with the delta pass): 13.1 ms vs 14.7 ms for the Triton
-launches (dk/dv 8.8, dq 5.7), S19-run 10.
+The pipeline is the forward's: consumer warp groups of 64 held rows each and a TMA ring of T1/T2
+tiles that group 0 refills. Issue order (S21-runs 1-3, H100, S1): in iteration j the dq part
+issues X_j and Y_j together with the dQ update of tile j-1, waits for all of them, then computes
+P_j and dS_j. The dk/dv part streams 128-row tiles and issues the dV, dK updates of tile j-1 with
+X_j, waits for the updates (P_{j-1} and dS_{j-1} then free their registers), issues Y_j and
+computes P_j while Y_j runs (ptxas moves the final wait up after ~10 of the 64 exponentials, so
+the overlap is partial), with the LSE and delta of tile j+1 loading under the matmuls: 6.84-7.32
+ms vs 7.40-7.50 for 64-row tiles issued all at once (64-row tiles in the new order: 7.64-8.67;
+D = 64: 7.56-8.75 vs 7.98-8.04). All four products at once with 128-row tiles need ~250 registers
+(ptxas spilled and serialized the wgmmas); the dq part in either order with 128-row tiles and two
+groups was no faster (S1 backward 11.92-11.97 / 11.75-12.49 ms vs 11.72-11.88). Turn-taking
+(``TURN``): the dq part hands the tensor cores from group to group when it has issued its
+matmuls (4.87 ms; 4.94 handing over at completion as the forward does, 5.24 without turns); the
+dk/dv part runs without turns (with them its groups queued behind each other's long matmul
+chains, S19/S20). Groups (``GROUPS``): the dq part runs three per CTA at 160 registers; the dk/dv
+part two at 240 (at 168 registers ptxas serialized its wgmmas at D = 40 / 48 and spilled, S20).
+Rings (``STAGES``, ``LAG``): the dk/dv part 4 slots of 128-row tiles refilled 2 tiles behind
+(shared memory holds no more), the dq part 5 of 64 rows refilled 3 behind. Head dims 33..48 run
+the products over the head dim at K = 48 and the accumulators at N = 40 or 48 (slices of the
+64-wide shared tiles), as in the forward. S1 dk/dv + dq parts: 11.72-11.88 ms vs 12.35-12.71 in
+the same process for the Session 20 kernel (S21-run 2).
 """
 from __future__ import annotations
 
@@ -56,9 +58,9 @@ _ENABLED = True
 
 ROWS = 64          # held rows per consumer warp group (wgmma's M)
 GROUPS = (2, 3)    # consumer warp groups per CTA, dk/dv and dq part
-BLOCK_N = ROWS     # rows per streamed tile (= ROWS: one descriptor per tensor serves both)
-STAGES = (8, 5)    # ring slots (each holds a T1 and a T2 tile), dk/dv and dq part
-LAG = (5, 3)       # group 0 refills the slot of tile j - LAG in iteration j
+BLOCK_N = (128, 64)  # rows per streamed tile, dk/dv and dq part
+STAGES = (4, 5)    # ring slots (each holds a T1 and a T2 tile), dk/dv and dq part
+LAG = (2, 3)       # group 0 refills the slot of tile j - LAG in iteration j
 REGS = (240, 160)  # registers per thread of the worker groups, dk/dv and dq part
 TURN = (0, 1)      # turn-taking of the dk/dv and the dq part (see the module docstring)
 
@@ -92,20 +94,38 @@ if GLUON:
         return lse, delta
 
     @gluon.jit
+    def _stat(v, s_l: gl.constexpr, DQ: gl.constexpr):
+        """A per-row (DQ) or per-column statistic ([64] or [BLOCK_N]) broadcastable over the
+        score layout s_l (a column statistic is spread through shared memory)."""
+        if DQ:
+            return gl.expand_dims(v, 1)
+        else:
+            return gl.expand_dims(gl.convert_layout(v, gl.SliceLayout(0, s_l)), 0)
+
+    @gluon.jit
     def _p_ds(x, y, lse, delta, qk_scale, DQ: gl.constexpr, p_l: gl.constexpr,
               dtype: gl.constexpr):
         """P = exp2(X * qk_scale - LSE) and dS = P (Y - delta), both in the wgmma A-operand
         layout; LSE and delta per row (DQ) or per column."""
-        if DQ:
-            p = gl.exp2(x * qk_scale - gl.expand_dims(lse, 1))
-            ds = p * (y - gl.expand_dims(delta, 1))
-        else:
-            col_l: gl.constexpr = gl.SliceLayout(0, x.type.layout)
-            lse = gl.convert_layout(lse, col_l)
-            delta = gl.convert_layout(delta, col_l)
-            p = gl.exp2(x * qk_scale - gl.expand_dims(lse, 0))
-            ds = p * (y - gl.expand_dims(delta, 0))
+        s_l: gl.constexpr = x.type.layout
+        p = gl.exp2(x * qk_scale - _stat(lse, s_l, DQ))
+        ds = p * (y - _stat(delta, s_l, DQ))
         return gl.convert_layout(p.to(dtype), p_l), gl.convert_layout(ds.to(dtype), p_l)
+
+    @gluon.jit
+    def _release(pslot, j, rt, WG: gl.constexpr, DQ: gl.constexpr, LAG: gl.constexpr,
+                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        """This group is done with ring slot ``pslot`` (tile j-1); group 0 refills the slot of
+        tile j - LAG with tile j - LAG + STAGES once every group has released it."""
+        (t1d, t2d, lse_ptr, delta_ptr, g1_ptr, g2_ptr, h1_smem, h2_smem, t1_smem, t2_smem, h_bar,
+         ready, empty, turn, n, r0, h, s0, s1, wf, n_tb, n_it, L, H, D, qk_scale, scale) = rt
+        mbarrier.arrive(empty.index(pslot), count=1)
+        if WG == 0:
+            if j >= LAG:
+                t = j - LAG
+                mbarrier.wait(empty.index(t % STAGES), (t // STAGES) & 1)
+                _load_tiles(t1d, t2d, t1_smem, t2_smem, ready, t + STAGES, n_it, n_tb, s0, s1, h,
+                            DQ, BLOCK_N, STAGES)
 
     @gluon.jit
     def _store_cols(ptr, n, h, row0, col0, acc, c, L, H, D, acc_l: gl.constexpr,
@@ -187,29 +207,38 @@ if GLUON:
                 mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
                 if TURN:
                     mbarrier.wait(mine, j & 1)
-                x_tok = _qk(hq1, t1_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
-                y_tok = _qk(hq2, t2_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
-                if not DQ:   # dV += P T2
+                if DQ:   # X_j, Y_j and dQ += dS_{j-1} K_{j-1} together
+                    x_tok = _qk(hq1, t1_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+                    y_tok = _qk(hq2, t2_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+                    acc1a, acc1b = _pv(ds16, t1_smem.index(pslot), acc1a, acc1b, pb_l, BLOCK_N,
+                                       BLOCK_D, DA, VB)
+                    if TURN:   # the next group's matmuls may go
+                        mbarrier.arrive(nxt, count=1)
+                    x, y, acc1a, acc1b = warpgroup_mma_wait(0, deps=(x_tok, y_tok, acc1a, acc1b))
+                    _release(pslot, j, rt, WG, DQ, LAG, BLOCK_N, STAGES)
+                    p16, ds16 = _p_ds(x, y, lse, delta, qk_scale, DQ, p_l, dtype)
+                else:    # dV, dK updates of tile j-1 and X_j; then Y_j, with P_j computed under it
+                    lse_c = _stat(lse, s_l, DQ)
                     acc2a, acc2b = _pv(p16, t2_smem.index(pslot), acc2a, acc2b, pb_l, BLOCK_N,
                                        BLOCK_D, DA, VB)
-                acc1a, acc1b = _pv(ds16, t1_smem.index(pslot), acc1a, acc1b, pb_l, BLOCK_N,
-                                   BLOCK_D, DA, VB)   # dQ += dS K, or dK += dS Q
-                if not DQ:   # the next tile's column statistics load under the matmuls
-                    lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, j + 1, n_it, s0, wf, n_tb,
-                                                h, H, L, BLOCK_N)
-                if TURN:   # the next group's matmuls may go
-                    mbarrier.arrive(nxt, count=1)
-                x, y, acc1a, acc1b, acc2a, acc2b = warpgroup_mma_wait(
-                    0, deps=(x_tok, y_tok, acc1a, acc1b, acc2a, acc2b))
-                mbarrier.arrive(empty.index(pslot), count=1)    # this group is done with j-1
-                if WG == 0:
-                    if j >= LAG:
-                        t = j - LAG
-                        mbarrier.wait(empty.index(t % STAGES), (t // STAGES) & 1)
-                        _load_tiles(t1d, t2d, t1_smem, t2_smem, ready, t + STAGES, n_it, n_tb,
-                                    s0, s1, h, DQ, BLOCK_N, STAGES)
-                p16, ds16 = _p_ds(x, y, lse, delta, qk_scale, DQ, p_l, dtype)
-                if not DQ:
+                    acc1a, acc1b = _pv(ds16, t1_smem.index(pslot), acc1a, acc1b, pb_l, BLOCK_N,
+                                       BLOCK_D, DA, VB)
+                    x_tok = _qk(hq1, t1_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+                    lse_n, delta_n = _col_stats(lse_ptr, delta_ptr, j + 1, n_it, s0, wf, n_tb, h,
+                                                H, L, BLOCK_N)   # loads under the matmuls
+                    XG: gl.constexpr = 2 if QB > 0 else 1       # commit groups of X (and Y)
+                    acc1a, acc1b, acc2a, acc2b = warpgroup_mma_wait(
+                        XG, deps=(acc1a, acc1b, acc2a, acc2b))   # P, dS of tile j-1 are free
+                    _release(pslot, j, rt, WG, DQ, LAG, BLOCK_N, STAGES)
+                    y_tok = _qk(hq2, t2_smem.index(slot), zero_s, BLOCK_N, BLOCK_D, DA, QB)
+                    if TURN:
+                        mbarrier.arrive(nxt, count=1)
+                    x = warpgroup_mma_wait(XG, deps=(x_tok,))
+                    p = gl.exp2(x * qk_scale - lse_c)
+                    y = warpgroup_mma_wait(0, deps=(y_tok,))
+                    ds = p * (y - _stat(delta, s_l, DQ))
+                    p16 = gl.convert_layout(p.to(dtype), p_l)
+                    ds16 = gl.convert_layout(ds.to(dtype), p_l)
                     lse, delta = lse_n, delta_n
             pslot = (n_it - 1) % STAGES
             if not DQ:
@@ -234,9 +263,9 @@ if GLUON:
             STAGES: gl.constexpr, LAG: gl.constexpr, REGS: gl.constexpr, DA: gl.constexpr,
             QB: gl.constexpr, VB: gl.constexpr, TURN: gl.constexpr):
         """Program -> (held frame row n, head h, block of NWG * 64 held rows); see the module
-        docstring. Descriptors over (B*F, L, H, D) with [1, 64, 1, BLOCK_D] boxes (held and
-        streamed tiles are both 64 rows). ``qk_scale`` = softmax scale * log2(e); g1, g2: dQ (DQ)
-        or dK, dV, contiguous (B*F, L, H, D)."""
+        docstring. Descriptors over (B*F, L, H, D) with [1, 64, 1, BLOCK_D] boxes (held) and
+        [1, BLOCK_N, 1, BLOCK_D] boxes (streamed). ``qk_scale`` = softmax scale * log2(e); g1, g2:
+        dQ (DQ) or dK, dV, contiguous (B*F, L, H, D)."""
         gl.static_assert(NWG == 2 or NWG == 3, "two or three consumer warp groups")
         gl.static_assert(STAGES >= LAG + 2, "the ring refills tile j-LAG's slot in iteration j")
         dtype: gl.constexpr = h1d.dtype
@@ -317,13 +346,14 @@ def spatial_attention_bwd_hopper(dout, q, k, v, lse, delta, dq, dk, dv, num_fram
     accepts; ``lse`` and ``delta`` (B*F, H, L) fp32 as in ``spatial_attention``."""
     n, l, h, d = q.shape
     plan = HeadDimPlan(d)
-    qd, kd, vd, dod = (plan.desc(t, ROWS) for t in (q, k, v, dout))   # held and streamed
-    for dq_part, (h1, h2, t1, t2, g1, g2) in ((0, (kd, vd, qd, dod, dk, dv)),
-                                             (1, (qd, dod, kd, vd, dq, dq))):
+    for dq_part, (held, streamed, g1, g2) in ((0, ((k, v), (q, dout), dk, dv)),
+                                              (1, ((q, dout), (k, v), dq, dq))):
+        h1, h2 = (plan.desc(t, ROWS) for t in held)
+        t1, t2 = (plan.desc(t, BLOCK_N[dq_part]) for t in streamed)
         grid = (n * h * triton.cdiv(l, GROUPS[dq_part] * ROWS),)
         _spatial_bwd_hopper_kernel[grid](
             h1, h2, t1, t2, lse, delta, g1, g2, n, l, h, num_frames, d,
             scale * 1.4426950408889634, scale,
-            DQ=dq_part, NWG=GROUPS[dq_part], BLOCK_N=BLOCK_N, STAGES=STAGES[dq_part],
+            DQ=dq_part, NWG=GROUPS[dq_part], BLOCK_N=BLOCK_N[dq_part], STAGES=STAGES[dq_part],
             LAG=LAG[dq_part], REGS=REGS[dq_part], TURN=TURN[dq_part], num_warps=4,
             **plan.constexprs())
