@@ -62,7 +62,9 @@ BLOCK_N = (128, 64)  # rows per streamed tile, dk/dv and dq part
 STAGES = (4, 5)    # ring slots (each holds a T1 and a T2 tile), dk/dv and dq part
 LAG = (2, 3)       # group 0 refills the slot of tile j - LAG in iteration j
 REGS = (240, 160)  # registers per thread of the worker groups, dk/dv and dq part
-TURN = (0, 1)      # turn-taking of the dk/dv and the dq part (see the module docstring)
+TURN = (0, 1)      # turn-taking of the dk/dv and the dq part (see the module docstring); the
+                   # dk/dv part's group 0 refills before it hands over, so turns there need
+                   # LAG >= 2 (lag 1 deadlocks, S21-run 6)
 
 
 def supported(dout, q, k, v) -> bool:
